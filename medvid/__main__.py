@@ -1,0 +1,3 @@
+from medvid.cli import main
+
+raise SystemExit(main())

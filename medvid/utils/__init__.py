@@ -1,0 +1,1 @@
+"""Small shared utilities: checkpoints, video files, logging, seeding."""
