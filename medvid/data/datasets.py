@@ -1,0 +1,400 @@
+"""Training datasets: pixel clips from videos (``ClipDataset``) and cached latents (``LatentDataset``).
+
+The clip protocol follows MedSora by default: 16 frames taken every 3rd frame, plus the next frame
+that optical flow needs (17 in all), shorter side resized to 128 (bilinear, antialiased, as
+torchvision's ``Resize`` on tensors), centre crop, values in [-1, 1], random horizontal flip; for
+joint image-video training 8 single frames from *other* videos.
+
+Determinism: everything random about item ``i`` (clip start, flip, which images) comes from a
+generator seeded with ``(seed, epoch, i)``, so results do not depend on the number of DataLoader
+workers or the order in which they ask for items. Call ``set_epoch`` before each epoch (with
+``persistent_workers=False``, the default, workers pick the new epoch up when they restart).
+
+Videos shorter than a clip's span, ``(T - 1) * stride + 1`` frames (47 for the default protocol):
+``short_policy="loop"`` (default) plays the video as a loop, indices wrapping modulo its length. A
+cardiac cine loop covers whole heartbeats, so its last frame is followed naturally by its first;
+the embedded 30-frame echocardiogram gives clips this way at the paper's frame rate.
+``short_policy="stride"`` lowers the stride until the clip fits (looping only if stride 1 still
+does not fit): better for short non-periodic footage, at the cost of changing apparent speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from medvid.data.manifest import ManifestError, read_manifest
+from medvid.data.readers import VideoReadError, open_video
+from medvid.utils.logging import get_logger
+
+log = get_logger("data")
+
+CLIP_ID = re.compile(r"^(?P<video>.*)@s(?P<start>\d+)r(?P<stride>\d+)(?P<flip>[fn])$")
+SHORT_POLICIES = ("loop", "stride")
+
+
+def make_clip_id(video_id: str, start: int, stride: int, hflip: bool) -> str:
+    """Stable id of a clip: its video, first frame, stride and flip (``echo@s12r3f``)."""
+    return f"{video_id}@s{int(start)}r{int(stride)}{'f' if hflip else 'n'}"
+
+
+def parse_clip_id(clip_id: str) -> dict[str, Any]:
+    m = CLIP_ID.match(clip_id)
+    if not m:
+        raise ValueError(f"clip id {clip_id!r} is not of the form VIDEO@s<start>r<stride><f|n>")
+    return {"video_id": m["video"], "start": int(m["start"]), "stride": int(m["stride"]), "hflip": m["flip"] == "f"}
+
+
+def clip_frame_indices(num_video_frames: int, start: int, stride: int, length: int) -> np.ndarray:
+    """Frame indices of a clip; they wrap modulo the video length (loop playback)."""
+    return (int(start) + int(stride) * np.arange(length)) % int(num_video_frames)
+
+
+def resize_center_crop(frames: np.ndarray | torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> float ``(T, 3, R, R)`` in [-1, 1].
+
+    Shorter side to ``resolution`` (the longer side truncated as torchvision's Resize does),
+    bilinear with antialiasing, then centre crop.
+    """
+    x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    h, w = x.shape[-2:]
+    if h <= w:
+        nh, nw = resolution, max(resolution, int(resolution * w / h))
+    else:
+        nh, nw = max(resolution, int(resolution * h / w)), resolution
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = int(round((nh - resolution) / 2.0)), int(round((nw - resolution) / 2.0))
+    x = x[..., top : top + resolution, left : left + resolution]
+    return (x / 127.5 - 1.0).clamp_(-1.0, 1.0).contiguous()
+
+
+def _load_entries(manifest: Any) -> tuple[list[dict[str, Any]], str]:
+    if isinstance(manifest, (str, os.PathLike)):
+        return read_manifest(manifest), str(manifest)
+    entries = [dict(e) for e in manifest]
+    return entries, "<in-memory manifest>"
+
+
+class ClipDataset(Dataset):
+    """Pixel clips for training; see the module docstring for the protocol.
+
+    Items: ``{"video": (T, 3, R, R), "images": (num_images, 3, R, R), "video_id", "clip_id",
+    "caption", "start", "stride", "hflip"}`` with ``T = num_frames + 1`` when ``extra_flow_frame``.
+    The dataset holds ``clips_per_video`` items per video per epoch. A video that fails to decode at
+    training time is logged, remembered in ``bad_videos`` and replaced by the next video, so one
+    damaged file never stops a run.
+    """
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike | Sequence[dict[str, Any]],
+        split: str | None = "train",
+        num_frames: int = 16,
+        frame_stride: int = 3,
+        resolution: int = 128,
+        extra_flow_frame: bool = True,
+        num_images: int = 8,
+        hflip: bool = True,
+        seed: int = 0,
+        clips_per_video: int = 1,
+        short_policy: str = "loop",
+        max_open_readers: int = 4,
+    ):
+        if num_frames < 1 or frame_stride < 1 or resolution < 8 or num_images < 0 or clips_per_video < 1:
+            raise ValueError(
+                f"ClipDataset: num_frames={num_frames}, frame_stride={frame_stride}, resolution={resolution}, "
+                f"num_images={num_images}, clips_per_video={clips_per_video}: need num_frames >= 1, "
+                "frame_stride >= 1, resolution >= 8, num_images >= 0, clips_per_video >= 1"
+            )
+        if short_policy not in SHORT_POLICIES:
+            raise ValueError(f"ClipDataset: short_policy={short_policy!r}; use one of {SHORT_POLICIES}")
+        entries, self.source = _load_entries(manifest)
+        if split not in (None, "all"):
+            entries = [e for e in entries if e.get("split", "train") == split]
+        if not entries:
+            raise ManifestError(
+                f"{self.source}: no videos in split {split!r}; run `medvid prepare` on more videos, "
+                "lower --val-fraction, or pass split=None for all videos"
+            )
+        self.entries = entries
+        self.by_id = {e["id"]: i for i, e in enumerate(entries)}
+        self.split = split
+        self.num_frames = num_frames
+        self.frame_stride = frame_stride
+        self.resolution = resolution
+        self.extra_flow_frame = extra_flow_frame
+        self.clip_length = num_frames + (1 if extra_flow_frame else 0)
+        self.num_images = num_images
+        self.hflip = hflip
+        self.seed = seed
+        self.clips_per_video = clips_per_video
+        self.short_policy = short_policy
+        self.max_open_readers = max_open_readers
+        self.epoch = 0
+        self.bad_videos: dict[str, str] = {}
+        self._readers: OrderedDict[str, Any] = OrderedDict()
+        if num_images and len(entries) == 1:
+            log.warning(
+                "%s: only one video in split %r; its joint-training images come from the same video "
+                "(other videos are preferred)", self.source, split,
+            )
+
+    # -- protocol ---------------------------------------------------------------------------------
+    def protocol(self) -> dict[str, Any]:
+        """Everything needed to rebuild the clips (written into cached-latent folders)."""
+        return {
+            "num_frames": self.num_frames,
+            "frame_stride": self.frame_stride,
+            "resolution": self.resolution,
+            "extra_flow_frame": self.extra_flow_frame,
+            "num_images": self.num_images,
+            "hflip": self.hflip,
+            "seed": self.seed,
+            "clips_per_video": self.clips_per_video,
+            "short_policy": self.short_policy,
+            "resize": "shorter side, bilinear antialias, centre crop",
+        }
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.clips_per_video
+
+    def _stride_for(self, n: int) -> int:
+        if self.short_policy == "stride":
+            return max(1, min(self.frame_stride, (n - 1) // max(self.clip_length - 1, 1)))
+        return self.frame_stride
+
+    def clip_spec(self, index: int, video_index: int | None = None) -> dict[str, Any]:
+        """Which frames item ``index`` uses (no decoding): video, start, stride, flip, images."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} clips")
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        v = index // self.clips_per_video if video_index is None else video_index
+        entry = self.entries[v]
+        n = int(entry["num_frames"])
+        stride = self._stride_for(n)
+        span = (self.clip_length - 1) * stride + 1
+        start = int(rng.integers(0, n - span + 1)) if span <= n else int(rng.integers(0, n))
+        flip = bool(self.hflip and rng.random() < 0.5)
+        images = []
+        nv = len(self.entries)
+        for _ in range(self.num_images):
+            if nv > 1:
+                u = int(rng.integers(0, nv - 1))
+                w = u if u < v else u + 1  # uniform over the other videos
+            else:
+                w = v
+            frame = int(rng.integers(0, int(self.entries[w]["num_frames"])))
+            images.append((w, frame, bool(self.hflip and rng.random() < 0.5)))
+        return {
+            "video_index": v,
+            "video_id": entry["id"],
+            "start": start,
+            "stride": stride,
+            "hflip": flip,
+            "looped": span > n,
+            "clip_id": make_clip_id(entry["id"], start, stride, flip),
+            "images": images,
+        }
+
+    # -- decoding ---------------------------------------------------------------------------------
+    def _reader(self, v: int):
+        path = self.entries[v]["path"]
+        r = self._readers.pop(path, None)
+        if r is None:
+            r = open_video(path, fps=self.entries[v].get("fps"))
+            if r.num_frames != int(self.entries[v]["num_frames"]):
+                log.warning("%s: %d frames now, %s in the manifest", path, r.num_frames, self.entries[v]["num_frames"])
+        self._readers[path] = r
+        while len(self._readers) > self.max_open_readers:
+            _, old = self._readers.popitem(last=False)
+            old.close()
+        return r
+
+    def read_clip(self, video_id: str, start: int, stride: int, hflip: bool, length: int | None = None) -> torch.Tensor:
+        """The exact frames of a clip, ``(length or clip_length, 3, R, R)`` in [-1, 1]."""
+        if video_id not in self.by_id:
+            raise KeyError(f"video {video_id!r} is not in {self.source} (split {self.split!r})")
+        v = self.by_id[video_id]
+        n = int(self.entries[v]["num_frames"])
+        idx = clip_frame_indices(n, start, stride, length or self.clip_length)
+        x = resize_center_crop(self._reader(v).read(idx), self.resolution)
+        return x.flip(-1) if hflip else x
+
+    def get_clip(self, clip_id: str, length: int | None = None) -> dict[str, Any]:
+        """Rebuild a clip from its id (the flow-feature cache uses this to line up with latents)."""
+        spec = parse_clip_id(clip_id)
+        video = self.read_clip(spec["video_id"], spec["start"], spec["stride"], spec["hflip"], length)
+        entry = self.entries[self.by_id[spec["video_id"]]]
+        return {"video": video, "video_id": spec["video_id"], "clip_id": clip_id, "caption": str(entry.get("caption", ""))}
+
+    def _load(self, spec: dict[str, Any]) -> dict[str, Any]:
+        video = self.read_clip(spec["video_id"], spec["start"], spec["stride"], spec["hflip"])
+        images = []
+        for w, frame, flip in spec["images"]:
+            img = resize_center_crop(self._reader(w).read([frame]), self.resolution)[0]
+            images.append(img.flip(-1) if flip else img)
+        r = self.resolution
+        entry = self.entries[spec["video_index"]]
+        return {
+            "video": video,
+            "images": torch.stack(images) if images else torch.zeros(0, 3, r, r),
+            "video_id": spec["video_id"],
+            "clip_id": spec["clip_id"],
+            "caption": str(entry.get("caption", "")),
+            "start": spec["start"],
+            "stride": spec["stride"],
+            "hflip": spec["hflip"],
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        spec = self.clip_spec(index)
+        nv = len(self.entries)
+        for attempt in range(min(nv, 8)):
+            try:
+                return self._load(spec)
+            except VideoReadError as e:
+                bad = e.path
+                self.bad_videos[bad] = str(e)
+                self._readers.pop(bad, None)
+                log.warning("skipping unreadable video (%s); using the next one", e)
+                spec = self.clip_spec(index, video_index=(spec["video_index"] + 1) % nv)
+        raise RuntimeError(f"{self.source}: {len(self.bad_videos)} videos failed to decode: {self.bad_videos}")
+
+    def __getstate__(self):  # open containers cannot cross process boundaries
+        state = self.__dict__.copy()
+        state["_readers"] = OrderedDict()
+        return state
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+
+# ------------------------------------------------------------------------------------------------
+# Cached latents (written by `medvid encode`) and flow features (written by `medvid flow-features`)
+# ------------------------------------------------------------------------------------------------
+
+
+def read_index(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """``FOLDER/index.jsonl`` lines; a last line cut short by an interruption is ignored."""
+    path = Path(folder) / "index.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no index.jsonl; is this a folder written by `medvid encode` / `medvid flow-features`?")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class ShardReader:
+    """Lazy tensor access into ``FOLDER/<shard>.safetensors`` files (one open handle per shard)."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._handles: dict[str, Any] = {}
+
+    def get(self, shard: str, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        h = self._handles.get(shard)
+        if h is None:
+            path = self.folder / f"{shard}.safetensors"
+            if not path.is_file():
+                raise ValueError(f"{path}: shard listed in index.jsonl is missing; re-run the command that wrote {self.folder}")
+            h = self._handles[shard] = safe_open(str(path), framework="pt")
+        return h.get_tensor(key)
+
+    def __getstate__(self):
+        return {"folder": self.folder, "_handles": {}}
+
+
+class FlowFeatureCache:
+    """Flow-feature cache: ``DIR/index.jsonl`` lines ``{"clip_id", "shard", "num_layers"}`` and tensors
+    ``"<clip_id>/layer{i}"`` (F_video, tokens, channels) in ``DIR/<shard>.safetensors``."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.index = {r["clip_id"]: r for r in read_index(folder)}
+        self.shards = ShardReader(folder)
+
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self.index
+
+    def get(self, clip_id: str) -> list[torch.Tensor]:
+        row = self.index[clip_id]
+        return [self.shards.get(row["shard"], f"{clip_id}/layer{i}") for i in range(int(row["num_layers"]))]
+
+
+class LatentDataset(Dataset):
+    """Cached latents written by ``medvid encode``.
+
+    Items: ``{"latents": (F_v + N_img, C, h, w), "num_images": int, "clip_id", "video_id",
+    "caption"}``, plus ``"flow_features"`` (list of L tensors ``(F_video, tokens, channels)``) when
+    ``flow_features_dir`` is given. Clips without cached flow features are left out (with a warning).
+    """
+
+    def __init__(self, latent_dir: str | os.PathLike, split: str | None = "train", flow_features_dir: str | os.PathLike | None = None):
+        self.latent_dir = Path(latent_dir)
+        meta_path = self.latent_dir / "meta.json"
+        if not meta_path.is_file():
+            raise ValueError(f"{self.latent_dir}: no meta.json; run `medvid encode MANIFEST --vae PATH --out {self.latent_dir}` first")
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        rows = read_index(self.latent_dir)
+        if split not in (None, "all"):
+            rows = [r for r in rows if r.get("split", "train") == split]
+        self.flow = FlowFeatureCache(flow_features_dir) if flow_features_dir else None
+        if self.flow is not None:
+            missing = [r["clip_id"] for r in rows if r["clip_id"] not in self.flow]
+            if missing:
+                log.warning("%d of %d clips have no cached flow features in %s; leaving them out", len(missing), len(rows), flow_features_dir)
+                rows = [r for r in rows if r["clip_id"] in self.flow]
+        if not rows:
+            raise ValueError(
+                f"{self.latent_dir}: no cached clips for split {split!r}"
+                + (f" with flow features in {flow_features_dir}" if flow_features_dir else "")
+                + "; run `medvid encode` (and `medvid flow-features`) on this split"
+            )
+        self.rows = rows
+        self.shards = ShardReader(self.latent_dir)
+        self.scaling_factor = float(self.meta.get("scaling_factor", 1.0))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        cid = row["clip_id"]
+        video = self.shards.get(row["shard"], f"{cid}/video")  # (F_v, C, h, w)
+        n_img = int(row.get("num_images", 0))
+        parts = [video]
+        if n_img:
+            parts.append(self.shards.get(row["shard"], f"{cid}/images"))  # (N_img, C, h, w)
+        item = {
+            "latents": torch.cat(parts, 0).float(),
+            "num_images": n_img,
+            "clip_id": cid,
+            "video_id": row.get("video_id", ""),
+            "caption": str(row.get("caption", "")),
+        }
+        if self.flow is not None:
+            item["flow_features"] = self.flow.get(cid)
+        return item
