@@ -1,0 +1,287 @@
+"""Mamba-2 mixer in pure PyTorch (Dao & Gu 2024, "Transformers are SSMs", the SSD layer).
+
+Parameter names and constructor arguments are those of ``mamba_ssm.modules.mamba2.Mamba2``, so a
+state dict trained with the fused kernels loads unchanged. ``ssd_scan_ref`` is the step-by-step
+recurrence (the specification); ``ssd_chunk_scan`` is the block decomposition of the paper
+(section 6: intra-chunk quadratic form + inter-chunk state passing) written for speed on the CPU:
+C·Bᵀ is contracted before anything is multiplied by the head dimension, the chunk is
+``min(chunk_size, L)``, a trailing partial chunk is scanned on its own instead of padding, and the
+inter-chunk pass is skipped when there is only one chunk and no initial state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kernels import fused_ops
+
+
+def ssd_scan_ref(x, dt, A, B, C, D=None, initial_states=None, return_final_states=False):
+    """The SSD recurrence, one step at a time (reference; slow).
+
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_tᵀ,  y_t = C_t h_t + D x_t   (per head; B, C per group)
+    x: (b, l, h, p), dt: (b, l, h) (already softplus'ed), A: (h,), B, C: (b, l, g, n),
+    D: (h,) or (h, p), initial_states: (b, h, p, n). Returns y (b, l, h, p) [, final state].
+    """
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+    Ch = C.repeat_interleave(h // g, dim=2)
+    state = x.new_zeros(b, h, p, n) if initial_states is None else initial_states.to(x.dtype)
+    ys = []
+    for t in range(l):
+        decay = torch.exp(dt[:, t] * A)  # (b, h)
+        state = decay[:, :, None, None] * state + (dt[:, t, :, None, None] * x[:, t, :, :, None]) * Bh[:, t, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, Ch[:, t]))
+    y = torch.stack(ys, dim=1)  # (b, l, h, p)
+    if D is not None:
+        y = y + x * (D[:, None] if D.dim() == 1 else D)
+    return (y, state) if return_final_states else y
+
+
+def _segsum_exp(a: torch.Tensor) -> torch.Tensor:
+    """exp(sum_{j<k<=i} a_k) for i >= j, 0 above the diagonal. a: (..., T) -> (..., T, T)."""
+    T = a.shape[-1]
+    cs = torch.cumsum(a, dim=-1)
+    diff = cs[..., :, None] - cs[..., None, :]  # (..., T_i, T_j)
+    keep = torch.ones(T, T, dtype=torch.bool, device=a.device).tril()
+    return torch.exp(diff.masked_fill(~keep, -math.inf))
+
+
+def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
+    """SSD over a length that is a multiple of T. Shapes as ``ssd_chunk_scan``; no D term."""
+    b, l, h, p = x.shape
+    g, n = B.shape[2], B.shape[3]
+    c, r = l // T, h // g
+    # Head-major layouts so every contraction below is one batched matmul.
+    xdt = (x * dt[..., None]).view(b, c, T, g, r, p).permute(0, 1, 3, 4, 2, 5)  # (b, c, g, r, T, p)
+    dA = (dt * A).view(b, c, T, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, T)
+    Bc = B.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
+    Cc = C.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
+    A_cs = torch.cumsum(dA, dim=-1)  # (b, c, g, r, T)
+
+    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j.
+    CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, 1, T, T): contracted over n once per group
+    y = (CB * _segsum_exp(dA)) @ xdt  # (b, c, g, r, T, p)
+
+    # 2.-4. Off-diagonal blocks: chunk states, state passing across chunks, state -> output.
+    if c > 1 or initial_states is not None or need_final:
+        decay_to_end = torch.exp(A_cs[..., -1:] - A_cs)  # (b, c, g, r, T)
+        states = (xdt * decay_to_end[..., None]).transpose(-1, -2) @ Bc  # (b, c, g, r, p, n)
+        if initial_states is None:
+            init = states.new_zeros(b, 1, g, r, p, n)
+        else:
+            init = initial_states.to(states.dtype).view(b, 1, g, r, p, n)
+        states = torch.cat([init, states], dim=1)  # (b, c+1, g, r, p, n)
+        chunk_decay = _segsum_exp(F.pad(A_cs[..., -1].permute(0, 2, 3, 1), (1, 0)))  # (b, g, r, c+1, c+1)
+        # S_z = sum_{k<=z} exp(A_{k+1..z}) states_k: the inter-chunk recurrence as one matmul.
+        flat = states.permute(0, 2, 3, 1, 4, 5).reshape(b, g, r, c + 1, p * n)
+        states = (chunk_decay @ flat).view(b, g, r, c + 1, p, n)
+        final = states[:, :, :, -1].reshape(b, h, p, n)
+        start = states[:, :, :, :-1].permute(0, 3, 1, 2, 4, 5)  # (b, c, g, r, p, n) state entering chunk
+        y = y + (Cc @ start.transpose(-1, -2)) * torch.exp(A_cs)[..., None]
+    else:
+        final = None
+    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, l, h, p)
+    return y, final
+
+
+def ssd_chunk_scan(x, dt, A, B, C, chunk_size=256, D=None, initial_states=None, return_final_states=False):
+    """Chunked SSD scan, equal to ``ssd_scan_ref``. Any length L (no padding is computed).
+
+    x: (b, l, h, p), dt: (b, l, h) (already softplus'ed), A: (h,) negative, B, C: (b, l, g, n),
+    D: (h,) or (h, p), initial_states: (b, h, p, n). Returns y (b, l, h, p) [, final state (b, h, p, n)].
+    """
+    b, l, h, p = x.shape
+    if h % B.shape[2]:
+        raise ValueError(f"ssd_chunk_scan: heads ({h}) must be a multiple of groups ({B.shape[2]})")
+    T = max(1, min(chunk_size, l))
+    full = (l // T) * T
+    need_final = return_final_states or full < l
+    y, state = _chunk_scan_full(x[:, :full], dt[:, :full], A, B[:, :full], C[:, :full], T, initial_states, need_final)
+    if full < l:  # the trailing partial chunk, started from the state the full chunks left
+        y_tail, state = _chunk_scan_full(
+            x[:, full:], dt[:, full:], A, B[:, full:], C[:, full:], l - full, state, return_final_states
+        )
+        y = torch.cat([y, y_tail], dim=1)
+    if D is not None:
+        y = y + x * (D[:, None] if D.dim() == 1 else D)
+    return (y, state) if return_final_states else y
+
+
+class RMSNormGated(nn.Module):
+    """mamba_ssm's gated RMSNorm: norm(x * silu(z)) * weight (norm_before_gate=False), per group."""
+
+    def __init__(self, hidden_size, eps=1e-5, norm_before_gate=False, group_size=None, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.norm_before_gate = norm_before_gate
+        self.group_size = group_size or hidden_size
+        self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+
+    def forward(self, x, z=None):
+        if z is not None and not self.norm_before_gate:
+            x = x * F.silu(z)
+        shape = x.shape
+        xg = x.reshape(*shape[:-1], shape[-1] // self.group_size, self.group_size)
+        xg = xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)
+        x = xg.reshape(shape) * self.weight
+        if z is not None and self.norm_before_gate:
+            x = x * F.silu(z)
+        return x
+
+
+class Mamba2(nn.Module):
+    """Mamba-2 mixer (B, L, d_model) -> (B, L, d_model); drop-in for mamba_ssm's ``Mamba2``."""
+
+    def __init__(
+        self,
+        d_model,
+        d_state=128,
+        d_conv=4,
+        conv_init=None,
+        expand=2,
+        headdim=64,
+        d_ssm=None,
+        ngroups=1,
+        A_init_range=(1, 16),
+        D_has_hdim=False,
+        rmsnorm=True,
+        norm_before_gate=False,
+        dt_min=0.001,
+        dt_max=0.1,
+        dt_init_floor=1e-4,
+        dt_limit=(0.0, float("inf")),
+        bias=False,
+        conv_bias=True,
+        chunk_size=256,
+        use_mem_eff_path=True,
+        layer_idx=None,
+        process_group=None,
+        sequence_parallel=True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if process_group is not None:
+            raise ValueError("Mamba2: process_group (tensor parallelism) is not supported; pass process_group=None")
+        fk = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = expand * d_model
+        self.headdim = headdim
+        self.d_ssm = self.d_inner if d_ssm is None else d_ssm
+        if self.d_ssm > self.d_inner:
+            raise ValueError(f"Mamba2: d_ssm={self.d_ssm} exceeds d_inner=expand*d_model={self.d_inner}")
+        if self.d_ssm % headdim:
+            raise ValueError(
+                f"Mamba2: headdim={headdim} must divide d_ssm={self.d_ssm} (= expand*d_model unless d_ssm is set); "
+                f"choose a headdim that divides it"
+            )
+        self.nheads = self.d_ssm // headdim
+        if ngroups < 1 or self.nheads % ngroups:
+            raise ValueError(f"Mamba2: ngroups={ngroups} must divide the number of heads ({self.nheads})")
+        if chunk_size < 1:
+            raise ValueError(f"Mamba2: chunk_size must be >= 1, got {chunk_size}")
+        self.ngroups = ngroups
+        self.D_has_hdim, self.rmsnorm, self.norm_before_gate = D_has_hdim, rmsnorm, norm_before_gate
+        self.dt_limit = tuple(dt_limit)
+        self.chunk_size = chunk_size
+        self.conv_init = conv_init
+        self.layer_idx = layer_idx
+        self.use_mem_eff_path = use_mem_eff_path  # accepted for compatibility; no effect here
+
+        # Order of the projection: [z0, x0 (gated MLP, if d_ssm < d_inner), z, x, B, C, dt].
+        d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=bias, **fk)
+        conv_dim = self.d_ssm + 2 * ngroups * d_state
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1, bias=conv_bias, **fk)
+        self.act = nn.SiLU()
+        self.dt_bias = nn.Parameter(torch.empty(self.nheads, **fk))
+        self.A_log = nn.Parameter(torch.empty(self.nheads, **fk))
+        self.D = nn.Parameter(torch.empty(self.d_ssm if D_has_hdim else self.nheads, **fk))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True
+        if rmsnorm:
+            self.norm = RMSNormGated(self.d_ssm, eps=1e-5, norm_before_gate=norm_before_gate,
+                                     group_size=self.d_ssm // ngroups, **fk)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **fk)
+        self._init_ssm(A_init_range, dt_min, dt_max, dt_init_floor)
+
+    @torch.no_grad()
+    def _init_ssm(self, A_init_range, dt_min, dt_max, dt_init_floor):
+        """mamba_ssm's initialisation: dt log-uniform in [dt_min, dt_max], A uniform in A_init_range."""
+        if self.A_log.device.type == "meta":
+            return
+        if self.conv_init is not None:
+            nn.init.uniform_(self.conv1d.weight, -self.conv_init, self.conv_init)
+        dt = torch.exp(torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log.copy_(torch.log(torch.empty(self.nheads).uniform_(*A_init_range)))
+        self.D.fill_(1.0)
+
+    # -- pieces shared with the spiral (spatial) variant -------------------------------------
+    def split_projection(self, zxbcdt):
+        """(..., d_in_proj) -> z0, x0, z, xBC, dt (views)."""
+        d_mlp = (zxbcdt.shape[-1] - 2 * self.d_ssm - 2 * self.ngroups * self.d_state - self.nheads) // 2
+        return torch.split(zxbcdt, [d_mlp, d_mlp, self.d_ssm, self.d_ssm + 2 * self.ngroups * self.d_state,
+                                    self.nheads], dim=-1)
+
+    def ssm(self, xBC, dt, initial_states=None, return_final_states=False):
+        """Causal conv + SSD scan on already-projected inputs: xBC (b, l, conv_dim), dt (b, l, nheads)
+        -> y (b, l, d_ssm) before the gated norm."""
+        b, l, _ = xBC.shape
+        ops = fused_ops(xBC.device)
+        w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        if ops is not None and ops.conv1d is not None:
+            xBC = ops.conv1d(xBC.transpose(1, 2), w, self.conv1d.bias, activation="silu").transpose(1, 2)
+        else:
+            xBC = self.act(self._causal_conv(xBC, w, self.conv1d.bias))
+        x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        x = x.reshape(b, l, self.nheads, self.headdim)
+        B = B.reshape(b, l, self.ngroups, self.d_state)
+        C = C.reshape(b, l, self.ngroups, self.d_state)
+        A = -torch.exp(self.A_log.float())
+        D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
+        if ops is not None:
+            out = ops.chunk_scan(x, dt, A, B, C, self.chunk_size, D=D, dt_bias=self.dt_bias, dt_softplus=True,
+                                 dt_limit=self.dt_limit, initial_states=initial_states,
+                                 return_final_states=return_final_states)
+        else:
+            dt = F.softplus(dt + self.dt_bias)
+            if self.dt_limit != (0.0, float("inf")):
+                dt = dt.clamp(*self.dt_limit)
+            dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+            out = ssd_chunk_scan(x.to(dtype), dt.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype), self.chunk_size,
+                                 D=D.to(dtype), initial_states=initial_states, return_final_states=return_final_states)
+        y, state = out if return_final_states else (out, None)
+        y = y.reshape(b, l, self.d_ssm).to(xBC.dtype)
+        return (y, state) if return_final_states else y
+
+    def _causal_conv(self, x, w, bias):
+        """Depthwise causal conv along l in channels-last layout: x (b, l, c), w (c, k)."""
+        k = w.shape[1]
+        out = F.conv1d(x.transpose(1, 2), w.unsqueeze(1), bias, padding=k - 1, groups=w.shape[0])
+        return out[..., : x.shape[1]].transpose(1, 2)
+
+    def gate_norm(self, y, z):
+        """Gated RMSNorm (or plain gating when rmsnorm=False)."""
+        return self.norm(y, z) if self.rmsnorm else y * F.silu(z)
+
+    def forward(self, u, initial_states=None, return_final_states=False):
+        """u: (B, L, d_model) -> (B, L, d_model) [, final SSM state (B, nheads, headdim, d_state)]."""
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba2: expected input (batch, length, {self.d_model}), got {tuple(u.shape)}")
+        zxbcdt = self.in_proj(u)  # (B, L, d_in_proj)
+        z0, x0, z, xBC, dt = self.split_projection(zxbcdt)
+        out = self.ssm(xBC, dt, initial_states, return_final_states)
+        y, state = out if return_final_states else (out, None)
+        y = self.gate_norm(y, z)
+        if x0.shape[-1] > 0:
+            y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+        y = self.out_proj(y)
+        return (y, state) if return_final_states else y
