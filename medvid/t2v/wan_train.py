@@ -1,0 +1,382 @@
+"""`medvid train-wan`: LoRA or full fine-tuning of Wan2.1 on captioned clips (the MedGen route).
+
+    medvid train-wan --config configs/wan/lora_1.3b.yaml --out runs/wan-lora [--optim.lr 5e-5 ...] [--resume auto]
+    accelerate launch --config_file configs/wan/accelerate_fsdp.yaml -m medvid train-wan --config configs/wan/full_14b.yaml --out ...
+
+Objective: rectified flow as Wan trains it: x_t = (1 - s) x0 + s eps with s drawn from the shifted
+``FlowMatchEulerDiscreteScheduler`` table, the transformer regresses the velocity eps - x0
+(``medvid.t2v.wan.flow_matching_loss``). One "step" is one optimiser update
+(``grad_accum`` micro-batches of ``batch_size`` clips per process).
+
+Outputs in ``--out``: ``step-XXXXXXXX/`` checkpoints (medvid.utils.checkpoint: trainable weights,
+EMA, optimiser, LR schedule, RNG, data position, config) and, for LoRA, ``lora/`` (and
+``lora-ema/``) in the diffusers format that ``WanPipeline.load_lora_weights(DIR)`` reads; for full
+fine-tuning, ``transformer/`` (and ``transformer-ema/``) that ``WanTransformer3DModel.from_pretrained``
+reads.
+
+Multi-GPU: run under ``torchrun`` or ``accelerate launch``; the Accelerator picks up DDP, DeepSpeed
+ZeRO or FSDP from its config (configs/wan/). Under DeepSpeed/FSDP the optimiser state is sharded and
+not stored in medvid checkpoints: resuming such a run restores weights, EMA, step and data position
+and restarts the optimiser moments (logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from medvid.config import ConfigError, load_config, to_dict
+from medvid.t2v.wan import WAN_HEIGHT, WAN_LORA_TARGETS, WAN_NUM_FRAMES, WAN_WIDTH
+from medvid.utils.logging import get_logger, setup_logging
+
+log = get_logger("t2v.train")
+
+
+@dataclass
+class WanLoraConfig:
+    rank: int = 32
+    """LoRA rank (MedGen / public 1.3B recipe: 32)."""
+    alpha: float = 32.0
+    """LoRA alpha; the update is scaled by alpha / rank."""
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(WAN_LORA_TARGETS))
+    """Wan names (q, k, v, o, ffn.0, ffn.2) or diffusers module names (to_q, ffn.net.2, ...)."""
+
+
+@dataclass
+class WanDataConfig:
+    path: str = ""
+    """manifest.jsonl (medvid prepare + caption) or metadata.csv with columns video,prompt."""
+    caption_field: str = "caption"
+    """Manifest field used as the prompt: caption, brief_caption or detailed_caption."""
+    split: str = "train"
+    height: int = WAN_HEIGHT
+    width: int = WAN_WIDTH
+    num_frames: int = WAN_NUM_FRAMES
+    """4k + 1 frames (Wan's causal VAE compresses time by 4)."""
+    frame_stride: int = 1
+    num_workers: int = 2
+
+
+@dataclass
+class WanOptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    """Linear warm-up from 0, then constant."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0 disables)."""
+
+
+@dataclass
+class WanTrainConfig:
+    model_path: str = ""
+    """Local diffusers-format Wan2.1 folder (e.g. Wan2.1-T2V-1.3B-Diffusers)."""
+    mode: Literal["lora", "full"] = "lora"
+    lora: WanLoraConfig = field(default_factory=WanLoraConfig)
+    data: WanDataConfig = field(default_factory=WanDataConfig)
+    optim: WanOptimConfig = field(default_factory=WanOptimConfig)
+    batch_size: int = 1
+    """Clips per process per micro-batch."""
+    grad_accum: int = 1
+    max_steps: int = 1000
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto = bf16 autocast on CUDA, fp32 on CPU."""
+    gradient_checkpointing: bool = True
+    ema_decay: float = 0.0
+    """0 disables EMA; MedGen used 0.999."""
+    flow_shift: float = 5.0
+    """Timestep shift of the training noise levels (Wan2.1 trains with 5.0)."""
+    max_sequence_length: int = 512
+    """T5 tokens per prompt (Wan2.1 uses 512)."""
+    save_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_steps", "save_every", "log_every", "max_sequence_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.optim.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+
+
+class _StreamSampler(torch.utils.data.Sampler):
+    """Endless index stream (i, epoch): epoch e is a permutation seeded by (seed, e), sharded over
+    ranks; starting at ``start`` continues a run exactly where it stopped."""
+
+    def __init__(self, n: int, seed: int, start: int, rank: int, world: int):
+        self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
+
+    def __iter__(self):
+        k = self.start
+        while True:
+            epoch, j = divmod(k, self.n)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+            shard = perm[self.rank :: self.world] or perm  # more ranks than clips: every rank sees all
+            for pos in range(j, len(shard)):
+                yield shard[pos], epoch
+                k += 1
+            k = (epoch + 1) * self.n
+
+    def __len__(self) -> int:  # pragma: no cover - endless
+        return 2**62
+
+
+class _Clips(torch.utils.data.Dataset):
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, key):
+        i, epoch = key
+        self.ds.epoch = epoch
+        return self.ds[i]
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"video": torch.stack([it["video"] for it in items]), "caption": [it["caption"] for it in items]}
+
+
+def _lr_lambda(warmup: int):
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def _resolve_resume(out_dir: Path, resume: str | None) -> Path | None:
+    from medvid.utils.checkpoint import latest_checkpoint
+
+    if resume in (None, "", "none"):
+        return None
+    if resume == "auto":
+        return latest_checkpoint(out_dir)
+    p = Path(resume)
+    if not p.exists():
+        raise ValueError(f"--resume {resume}: no such checkpoint folder; use --resume auto or a step-* folder")
+    return p
+
+
+def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = None) -> dict[str, Any]:
+    """Fine-tune Wan2.1 per ``cfg``; returns ``{"step", "losses", "out_dir", "export"}``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from medvid.t2v import wan as W
+    from medvid.t2v.wan_data import CaptionedClipDataset, read_captioned_videos
+    from medvid.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+    out_dir = Path(out_dir)
+    cuda = torch.cuda.is_available()
+    precision = ("bf16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision
+    acc = Accelerator(
+        mixed_precision="bf16" if precision == "bf16" else "no",
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not cuda,
+    )
+    setup_logging(out_dir / "log.txt", rank=acc.process_index)
+    sharded = acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+
+    # ---- data (validated before any model is loaded, so a bad file fails in seconds)
+    items = read_captioned_videos(cfg.data.path, cfg.data.caption_field, cfg.data.split)
+    dataset = CaptionedClipDataset(
+        items, cfg.data.num_frames, cfg.data.height, cfg.data.width, cfg.data.frame_stride, seed=cfg.seed
+    )
+
+    # ---- model
+    torch.manual_seed(cfg.seed)
+    pipe = W.load_wan_pipeline(cfg.model_path, dtype=torch.float32, device="cpu")
+    weight_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    pipe.text_encoder.to(acc.device, weight_dtype).requires_grad_(False)
+    pipe.vae.to(acc.device).requires_grad_(False)
+    transformer = pipe.transformer
+    lora_cfg = None
+    if cfg.mode == "lora":
+        if precision == "bf16":
+            transformer.to(weight_dtype)  # frozen base in bf16; the LoRA weights stay fp32 below
+        lora_cfg = W.add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
+        for p in transformer.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    else:
+        transformer.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    names = [n for n, p in transformer.named_parameters() if p.requires_grad]
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    n_train, n_all = sum(p.numel() for p in params), sum(p.numel() for p in transformer.parameters())
+    log.info("Wan %s fine-tuning: %d trainable of %d parameters (%.2f%%), precision %s, %d process(es)",
+             cfg.mode, n_train, n_all, 100.0 * n_train / n_all, precision, acc.num_processes)
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                  weight_decay=cfg.optim.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim.warmup_steps))
+    transformer, optimizer = acc.prepare(transformer, optimizer)
+    ema = {n: p.detach().float().clone() for n, p in zip(names, params)} if cfg.ema_decay > 0 else None
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 17 * acc.process_index)
+    train_sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.flow_shift)
+
+    # ---- resume
+    step, position, losses = 0, 0, []
+    ckpt = _resolve_resume(out_dir, resume)
+    if ckpt is not None:
+        groups, state, saved_cfg = load_checkpoint(ckpt)
+        if saved_cfg and (saved_cfg.get("mode") != cfg.mode or (cfg.mode == "lora" and saved_cfg.get("lora") != to_dict(cfg.lora))):
+            raise ValueError(f"--resume {ckpt}: it was trained with mode={saved_cfg.get('mode')} lora={saved_cfg.get('lora')}, "
+                             f"this run asks for mode={cfg.mode} lora={to_dict(cfg.lora)}; use the same settings or a new --out")
+        with torch.no_grad():
+            for n, p in zip(names, params):
+                p.copy_(groups["trainable"][n])
+        if ema is not None and "ema" in groups:
+            ema = {n: groups["ema"][n].float() for n in names}
+        if "optimizer" in groups and not sharded:
+            optimizer.load_state_dict(groups["optimizer"])
+        elif sharded:
+            log.warning("sharded run: optimiser moments restart from zero after resume")
+        lr_sched.load_state_dict(state["lr_schedule"])
+        set_rng_state(groups["rng"]["global"])
+        noise_gen.set_state(groups["rng"]["noise"].to(torch.uint8))
+        step, position, losses = int(state["step"]), int(state["position"]), list(state.get("losses", []))
+        log.info("resumed from %s at step %d", ckpt, step)
+
+    loader = torch.utils.data.DataLoader(
+        _Clips(dataset),
+        batch_size=cfg.batch_size,
+        sampler=_StreamSampler(len(dataset), cfg.seed, position, acc.process_index, acc.num_processes),
+        num_workers=cfg.data.num_workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+
+    def trainable_state(source: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        if source is not None:
+            return {n: source[n].detach().cpu() for n in names}
+        if sharded:
+            full = acc.get_state_dict(transformer)
+            return {n: full[n].detach().cpu() for n in names}
+        return {n: p.detach().cpu() for n, p in zip(names, params)}
+
+    def export(weights: dict[str, torch.Tensor], subdir: str) -> Path:
+        unwrapped = acc.unwrap_model(transformer)
+        if cfg.mode == "lora":
+            from peft.utils import get_peft_model_state_dict
+            from diffusers.utils import convert_state_dict_to_diffusers
+
+            sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(unwrapped, state_dict=weights))
+            return W.save_lora(out_dir / subdir, sd, lora_cfg).parent
+        full = {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}
+        full.update(weights)
+        unwrapped.save_pretrained(out_dir / subdir, state_dict=full, safe_serialization=True)
+        return out_dir / subdir
+
+    def save(step: int) -> None:
+        current = trainable_state()
+        groups: dict[str, Any] = {"trainable": current, "rng": {"global": rng_state(), "noise": noise_gen.get_state()}}
+        if ema is not None:
+            groups["ema"] = trainable_state(ema)
+        if not sharded:
+            groups["optimizer"] = optimizer.state_dict()
+        if acc.is_main_process:
+            state = {"step": step, "position": position, "lr_schedule": lr_sched.state_dict(), "losses": losses[-1000:]}
+            save_checkpoint(out_dir, step, groups, state=state, config=to_dict(cfg), keep_last=cfg.keep_last)
+            base = "lora" if cfg.mode == "lora" else "transformer"
+            export(current, base)
+            if ema is not None:
+                export(groups["ema"], f"{base}-ema")
+        acc.wait_for_everyone()
+
+    if acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(__import__("yaml").safe_dump(to_dict(cfg), sort_keys=False))
+
+    t_start, steps_timed = time.perf_counter(), 0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        micro_losses = []
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            position += 1 * cfg.batch_size
+            with torch.no_grad():
+                latents = W.encode_video(pipe.vae, batch["video"].to(acc.device))  # (B, C, f, h, w)
+                embeds = W.encode_prompts(pipe, batch["caption"], cfg.max_sequence_length)  # (B, L, D)
+            with acc.accumulate(transformer), acc.autocast():
+                loss = W.flow_matching_loss(transformer, latents, embeds, train_sched, noise_gen)
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.optim.grad_clip > 0:
+                    acc.clip_grad_norm_(params, cfg.optim.grad_clip)
+                optimizer.step()
+                lr_sched.step() if acc.sync_gradients else None
+                optimizer.zero_grad(set_to_none=True)
+            micro_losses.append(loss.detach())
+        step += 1
+        loss_value = float(acc.gather(torch.stack(micro_losses).mean()[None]).mean())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower optim.lr or use precision: fp32")
+        losses.append(loss_value)
+        if ema is not None:
+            with torch.no_grad():
+                for n, p in zip(names, params):
+                    ema[n].mul_(cfg.ema_decay).add_(p.detach().float(), alpha=1.0 - cfg.ema_decay)
+        steps_timed += 1
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            log.info("step %d/%d loss %.5f lr %.2e %.2fs/step", step, cfg.max_steps, loss_value,
+                     lr_sched.get_last_lr()[0], time.perf_counter() - t0)
+        if step % cfg.save_every == 0 or step == cfg.max_steps:
+            save(step)
+    seconds = (time.perf_counter() - t_start) / max(1, steps_timed)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    summary = {"step": step, "losses": losses, "out_dir": str(out_dir), "seconds_per_step": seconds,
+               "peak_memory_gib": peak, "trainable_parameters": n_train, "parameters": n_all,
+               "export": str(out_dir / ("lora" if cfg.mode == "lora" else "transformer"))}
+    if acc.is_main_process:
+        (out_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
+    return summary
+
+
+def _config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One ``--dotted.key`` flag per config field, so every YAML key can be overridden."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            _config_flags(parser, hints[f.name], f"{key}.")
+        else:
+            parser.add_argument(f"--{key}", dest=f"cfg:{key}", default=argparse.SUPPRESS, metavar="VALUE",
+                                help=argparse.SUPPRESS)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML file (see configs/wan/)")
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, lora/, log.txt)")
+    parser.add_argument("--resume", default=None, help="'auto' (latest checkpoint in --out) or a step-* folder")
+    parser.epilog = "Every config key is also a flag: --optim.lr 5e-5 --lora.rank 16 --data.path metadata.csv"
+    _config_flags(parser, WanTrainConfig)
+
+
+def main(args: argparse.Namespace) -> int:
+    from medvid.config import parse_value
+
+    overrides = {k[4:]: parse_value(v) for k, v in vars(args).items() if k.startswith("cfg:")}
+    cfg = load_config(WanTrainConfig, args.config, overrides or None)
+    train_wan(cfg, args.out, args.resume)
+    return 0
