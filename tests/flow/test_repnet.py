@@ -125,19 +125,17 @@ def test_dino_interpolates_positions_for_other_sizes():
 
 
 def test_effnet_lite0_stand_in_matches_its_reference_package():
-    """The shipped ImageNet weights through our EfficientNet-Lite0 equal the stage outputs of the
+    """The shipped ImageNet weights through our stand-in equal the stage outputs of the
     efficientnet_lite_pytorch package that produced the checkpoint (dev dependency)."""
     pkg = pytest.importorskip("efficientnet_lite_pytorch")
+    from medvid.nets.efficientnet_lite0 import default_weights_path
+
     net = build_repnet("effnet-lite0")
     assert "stand-in" in net.name and net.num_layers == 7
-    from medvid.flow.repnet import shipped_lite0_path
-
-    ref = pkg.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(shipped_lite0_path())).eval()
+    ref = pkg.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(default_weights_path())).eval()
     images = torch.rand(1, 3, 64, 64)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
-        x = ref._swish(ref._bn0(ref._conv_stem((images - mean) / std)))
+        x = ref._swish(ref._bn0(ref._conv_stem((images * 255 - 127) / 128)))  # Lite preprocessing
         stage_outs = []
         for i, blk in enumerate(ref._blocks):
             x = blk(x, drop_connect_rate=0.0)
