@@ -1,0 +1,1 @@
+"""Raw footage -> clean clips: scene cuts, quality filters, duplicates (``medvid curate``)."""

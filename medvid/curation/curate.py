@@ -1,0 +1,364 @@
+"""``medvid curate SRC OUT``: long recordings -> scene-cut clips -> filters -> kept clips + report.
+
+Per source file (in parallel worker processes): scene cuts, long scenes split into pieces of at
+most ``max_clip_seconds``, then each clip goes through the filters in order (borders, size, blur,
+static, jumps, burnt-in text, learned scores); the first filter that fails removes the clip with
+its reason and score. Kept clips are written as mp4. Near-duplicates are then removed across all
+files in the main process (perceptual hashes), in a fixed order so the result does not depend on
+which worker finished first.
+
+Output folder::
+
+    OUT/clips/*.mp4          kept clips
+    OUT/manifest.jsonl       one line per kept clip (MedVideoCap-style keys)
+    OUT/removed.jsonl        one line per removed clip: filter, reason, score
+    OUT/report.json          counts per reason, per-filter time (clips/s), errors
+    OUT/curate_config.yaml   the resolved config
+    OUT/.state/*.json        per-source results: a rerun skips finished sources (resume)
+
+One unreadable file is recorded under ``errors`` and never stops the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvid.config import from_dict, load_config, save_yaml, to_dict
+from medvid.curation.dedup import Deduplicator, clip_hashes
+from medvid.curation.filters import (BlurFilter, BorderFilter, JumpFilter, LearnedScoreFilter, SizeFilter,
+                                     StaticFilter, TextFilter, find_content_box, load_scorer)
+from medvid.curation.manifest import write_json, write_jsonl
+from medvid.curation.reader import find_videos, open_source
+from medvid.curation.scenes import detect_scenes, iter_frames, make_cut_detector, split_long
+from medvid.utils.logging import get_logger
+
+log = get_logger("curate")
+
+FILTER_ORDER = ("border", "size", "blur", "static", "jump", "text")
+
+
+@dataclass
+class LearnedScoreConfig:
+    """A learned quality score: ``factory`` ("package.module:function") is called with ``weights``
+    and returns ``scorer(frames uint8 (T,H,W,3)) -> float``. Stored as ``<name>_score``."""
+
+    name: str = "aesthetic"
+    factory: str = ""
+    weights: str = ""
+    min_score: float | None = None
+
+
+@dataclass
+class CurateConfig:
+    """Thresholds for ``medvid curate``; every field is also a ``--set key=value`` override."""
+
+    # scene cuts
+    scene_detector: str = "auto"          # auto (PySceneDetect if installed) | pyscenedetect | histogram
+    scene_threshold: float | None = None  # ContentDetector 27.0 / histogram Bhattacharyya 0.4
+    min_scene_seconds: float = 0.5
+    max_clip_seconds: float = 10.0        # longer scenes are split (MedVideoCap clips are ~8 s)
+    # size
+    min_side: int = 224
+    min_seconds: float = 1.0
+    min_frames: int = 16
+    # black borders
+    border_action: str = "crop"           # crop | drop | off
+    border_max_fraction: float = 0.05
+    border_black_level: float = 20.0
+    # burnt-in text
+    text_engine: str = "auto"             # auto | tesseract | opencv
+    text_max_words: int = 20              # MedGen: > 20 OCR words on 5 frames dropped
+    text_max_area: float = 0.1
+    # blur / motion
+    blur_min_variance: float = 30.0
+    static_min_flow: float = 0.05
+    jump_max: float = 0.12
+    # duplicates
+    dedup_max_distance: float = 6.0
+    learned_scores: list[LearnedScoreConfig] = field(default_factory=list)
+    disable: list[str] = field(default_factory=list)  # filter names to skip
+    val_fraction: float = 0.1             # split by source file, so clips of one recording stay together
+    workers: int = 1
+    crf: int = 18
+
+    def __post_init__(self):
+        if self.border_action not in ("crop", "drop", "off"):
+            raise ValueError(f"border_action {self.border_action!r}: use crop, drop or off")
+        known = set(FILTER_ORDER) | {"duplicate"} | {s.name for s in self.learned_scores}
+        bad = sorted(set(self.disable) - known)
+        if bad:
+            raise ValueError(f"disable: unknown filter(s) {bad}; known: {sorted(known)}")
+        if self.max_clip_seconds <= 0 or self.workers < 1:
+            raise ValueError("max_clip_seconds must be > 0 and workers >= 1")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction {self.val_fraction}: use a value in [0, 1)")
+
+
+def build_filters(cfg: CurateConfig) -> list:
+    filters: list = []
+    if cfg.border_action == "drop" and "border" not in cfg.disable:
+        filters.append(BorderFilter(cfg.border_max_fraction, cfg.border_black_level))
+    candidates = {
+        "size": SizeFilter(cfg.min_side, cfg.min_seconds, cfg.min_frames),
+        "blur": BlurFilter(cfg.blur_min_variance),
+        "static": StaticFilter(cfg.static_min_flow),
+        "jump": JumpFilter(cfg.jump_max),
+        "text": TextFilter(cfg.text_max_words, cfg.text_max_area, engine=cfg.text_engine),
+    }
+    filters += [f for n, f in candidates.items() if n not in cfg.disable]
+    for s in cfg.learned_scores:
+        if s.name not in cfg.disable:
+            filters.append(LearnedScoreFilter(s.name, load_scorer(s.factory, s.weights), s.min_score))
+    return filters
+
+
+def _slug(rel: str) -> str:
+    stem = rel.rsplit(".", 1)[0] if not rel.endswith(".nii.gz") else rel[: -len(".nii.gz")]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    """title / description / category from ``<video>.json`` next to the source, if present."""
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return {}
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        log.warning("%s: sidecar is not valid JSON; ignored", side)
+        return {}
+    return {k: meta[k] for k in ("title", "description", "category", "transcript") if isinstance(meta, dict) and k in meta}
+
+
+def process_source(path: str, rel: str, out: str, cfg_dict: dict) -> dict:
+    """Cut, filter and write one source file. Runs in a worker process; never raises."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    cfg = from_dict(CurateConfig, cfg_dict)
+    result: dict[str, Any] = {"source": rel, "clips": [], "error": None, "timings": {}}
+    timings: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    try:
+        from medvid.utils.video import write_mp4
+
+        filters = build_filters(cfg)
+        reader = open_source(path)
+        fps = float(reader.fps) or 30.0
+        t0 = time.perf_counter()
+        detector = make_cut_detector(cfg.scene_detector, cfg.scene_threshold,
+                                     max(1, round(cfg.min_scene_seconds * fps)), fps)
+        scenes = detect_scenes(iter_frames(reader), reader.num_frames, detector)
+        clips = split_long(scenes, max(1, round(cfg.max_clip_seconds * fps)))
+        timings["scenes"] = [time.perf_counter() - t0, len(clips)]
+        slug, meta = _slug(rel), _sidecar(Path(path))
+        for k, (s, e) in enumerate(clips):
+            clip_id = f"{slug}-{k:03d}"
+            rec: dict[str, Any] = {"id": clip_id, "source": rel, "start_frame": s, "end_frame": e,
+                                   "start_time": round(s / fps, 3), "end_time": round(e / fps, 3)}
+            frames = reader.read(np.arange(s, e))
+            if cfg.border_action == "crop" and "border" not in cfg.disable:
+                t1 = time.perf_counter()
+                y0, y1, x0, x1 = find_content_box(frames, black_level=cfg.border_black_level)
+                # H.264 4:2:0 wants even sizes: shrink the box by a pixel rather than pad with black
+                y1, x1 = y0 + (y1 - y0) // 2 * 2, x0 + (x1 - x0) // 2 * 2
+                if (y0, y1, x0, x1) != (0, frames.shape[1], 0, frames.shape[2]):
+                    frames = frames[:, y0:y1, x0:x1]
+                    rec["crop"] = [int(y0), int(y1), int(x0), int(x1)]
+                timings["border"][0] += time.perf_counter() - t1
+                timings["border"][1] += 1
+            scores: dict[str, float] = {}
+            failed = None
+            for f in filters:
+                t1 = time.perf_counter()
+                r = f(frames, fps)
+                timings[f.name][0] += time.perf_counter() - t1
+                timings[f.name][1] += 1
+                scores[f"{f.name}_score"] = round(float(r.score), 4)
+                if not r.keep:
+                    failed = (f.name, r)
+                    break
+            rec["scores"] = scores
+            if failed:
+                rec.update(status="removed", filter=failed[0], reason=failed[1].reason, score=float(failed[1].score))
+            else:
+                t1 = time.perf_counter()
+                rec["hashes"] = clip_hashes(frames)
+                timings["duplicate"][0] += time.perf_counter() - t1
+                timings["duplicate"][1] += 1
+                clip_path = Path(out) / "clips" / f"{clip_id}.mp4"
+                write_mp4(frames, clip_path, fps=fps, crf=cfg.crf)
+                t, h, w = frames.shape[:3]
+                rec.update(status="kept", path=f"clips/{clip_id}.mp4", file_name=clip_path.name, num_frames=int(t),
+                           fps=fps, height=int(h), width=int(w), resolution=f"{w}x{h}",
+                           duration=round(t / fps, 3), **meta)
+            result["clips"].append(rec)
+        reader.close()
+    except Exception as e:  # noqa: BLE001 - one bad file never stops the run
+        result["error"] = f"{type(e).__name__}: {e}"
+    result["timings"] = {k: list(v) for k, v in timings.items()}
+    return result
+
+
+def _split_for(rel: str, val_fraction: float) -> str:
+    h = int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_fraction else "train"
+
+
+def _fingerprint(cfg: CurateConfig) -> str:
+    d = to_dict(cfg)
+    d.pop("workers", None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def curate(src: str | Path, out: str | Path, cfg: CurateConfig | None = None, progress: bool = True) -> dict:
+    """Curate every video under ``src`` into ``out``; returns the report (also ``out/report.json``)."""
+    from tqdm import tqdm
+
+    cfg = cfg or CurateConfig()
+    build_filters(cfg)  # fail fast on bad thresholds / missing learned-score weights
+    src, out = Path(src), Path(out)
+    sources = find_videos(src)
+    if not sources:
+        raise ValueError(f"{src}: no videos found (looked for mp4/avi/mov/mkv/webm/gif/dcm/nii...)")
+    out.mkdir(parents=True, exist_ok=True)
+    state_dir = out / ".state"
+    state_dir.mkdir(exist_ok=True)
+    save_yaml(cfg, out / "curate_config.yaml")
+    fp = _fingerprint(cfg)
+    base = src if src.is_dir() else src.parent
+    rels = {p: p.relative_to(base).as_posix() for p in sources}
+
+    def state_file(rel: str) -> Path:
+        return state_dir / f"{hashlib.sha1(rel.encode()).hexdigest()[:16]}.json"
+
+    results: dict[str, dict] = {}
+    todo = []
+    for p in sources:
+        sf = state_file(rels[p])
+        if sf.is_file():
+            try:
+                st = json.loads(sf.read_text(encoding="utf-8"))
+                if st.get("fingerprint") == fp and not st.get("error"):
+                    results[rels[p]] = st
+                    continue
+            except json.JSONDecodeError:
+                pass
+        todo.append(p)
+    resumed = len(results)
+    cfg_dict = to_dict(cfg)
+
+    def done(res: dict) -> None:
+        res["fingerprint"] = fp
+        results[res["source"]] = res
+        if res["error"]:
+            log.warning("%s: %s", res["source"], res["error"])
+        else:
+            write_json(state_file(res["source"]), res)
+
+    bar = tqdm(total=len(todo), desc="curate", unit="file", disable=not progress)
+    if cfg.workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
+            futs = [pool.submit(process_source, str(p), rels[p], str(out), cfg_dict) for p in todo]
+            for fut in as_completed(futs):
+                done(fut.result())
+                bar.update()
+    else:
+        for p in todo:
+            done(process_source(str(p), rels[p], str(out), cfg_dict))
+            bar.update()
+    bar.close()
+
+    # near-duplicates across all sources, in source then clip order (deterministic)
+    dedup = Deduplicator(cfg.dedup_max_distance)
+    kept, removed, errors = [], [], []
+    timings: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for rel in sorted(results):
+        res = results[rel]
+        if res.get("error"):
+            errors.append({"source": rel, "error": res["error"]})
+            continue
+        for k, v in res.get("timings", {}).items():
+            timings[k][0] += v[0]
+            timings[k][1] += v[1]
+        for rec in res["clips"]:
+            rec = dict(rec)
+            if rec["status"] == "kept" and "duplicate" not in cfg.disable:
+                r = dedup(rec["id"], rec["hashes"])
+                rec["scores"]["duplicate_score"] = round(r.score, 3)
+                if not r.keep:
+                    rec.update(status="removed", filter="duplicate", reason=r.reason, score=r.score)
+                    (out / rec.pop("path")).unlink(missing_ok=True)
+            rec.pop("hashes", None)
+            if rec.pop("status") == "kept":
+                rec["split"] = _split_for(rel, cfg.val_fraction)
+                kept.append(_flatten_scores(rec))
+            else:
+                removed.append(rec)
+    write_jsonl(out / "manifest.jsonl", kept)
+    write_jsonl(out / "removed.jsonl", removed)
+    per_filter = {k: {"clips": int(n), "seconds": round(s, 4), "clips_per_second": round(n / s, 2) if s > 0 else None}
+                  for k, (s, n) in sorted(timings.items())}
+    report = {
+        "sources": len(sources), "resumed_sources": resumed, "errors": errors,
+        "clips_total": len(kept) + len(removed), "kept": len(kept), "removed": len(removed),
+        "removed_by_filter": dict(Counter(r["filter"] for r in removed)),
+        "timing": per_filter,
+        "text_engine": TextFilter(engine=cfg.text_engine).engine_used if "text" not in cfg.disable else None,
+        "scene_detector": type(make_cut_detector(cfg.scene_detector)).__name__,
+    }
+    write_json(out / "report.json", report)
+    return report
+
+
+def _flatten_scores(rec: dict) -> dict:
+    """Manifest lines carry scores as top-level ``*_score`` keys (MedVideoCap style)."""
+    scores = rec.pop("scores", {})
+    rec.update(scores)
+    return rec
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="a video file or a folder of videos (searched recursively)")
+    parser.add_argument("out", help="output folder (clips/, manifest.jsonl, removed.jsonl, report.json)")
+    parser.add_argument("--config", help="YAML file with CurateConfig fields")
+    parser.add_argument("--workers", type=int, help="parallel worker processes (default 1)")
+    parser.add_argument("--border-action", choices=["crop", "drop", "off"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set text_max_words=10 (repeatable)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from medvid.config import parse_value
+    from medvid.utils.logging import setup_logging
+
+    setup_logging()
+    overrides: dict[str, Any] = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: write it as KEY=VALUE, e.g. --set blur_min_variance=50")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = parse_value(v)
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.border_action:
+        overrides["border_action"] = args.border_action
+    cfg = load_config(CurateConfig, args.config, overrides)
+    report = curate(args.src, args.out, cfg)
+    print(json.dumps({k: report[k] for k in ("sources", "kept", "removed", "removed_by_filter")}, indent=2))
+    print(f"{'filter':<12}{'clips':>8}{'clips/s':>10}")
+    for name, t in report["timing"].items():
+        print(f"{name:<12}{t['clips']:>8}{t['clips_per_second'] or 0:>10.1f}")
+    for e in report["errors"]:
+        print(f"error: {e['source']}: {e['error']}")
+    return 0
