@@ -1,0 +1,1 @@
+"""Vision-language models as captioner (``medvid caption``) and judge (``medvid judge``)."""

@@ -1,0 +1,152 @@
+"""``medvid caption MANIFEST --model DIR``: brief and detailed captions for clips that lack them.
+
+As MedVideoCap-55K was captioned: 8 frames sampled uniformly from the clip plus whatever text
+context the clip carries (title, description, category), a brief and a detailed caption from a
+multimodal model. Captions go into the manifest as ``brief_caption`` / ``detailed_caption``
+(``caption`` is filled with the detailed one when empty) with ``caption_model`` naming the model.
+The manifest is rewritten atomically after every batch, so an interrupted run resumes where it
+stopped; clips already captioned by this model are skipped, and clips that already have both
+captions (e.g. imported from MedVideoCap) are kept unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medvid.curation.manifest import read_manifest, write_jsonl
+from medvid.curation.reader import sample_frames
+from medvid.utils.logging import get_logger
+from medvid.vlm.prompts import default_template, load_template
+
+log = get_logger("caption")
+
+SECTIONS = ("brief", "detailed")
+PLACEHOLDERS = {"context", "num_frames"}
+CONTEXT_KEYS = (("title", "Title"), ("description", "Description"), ("category", "Category"), ("transcript", "Transcript"))
+
+
+@dataclass
+class CaptionConfig:
+    model: str = ""                      # local model folder
+    batch_size: int = 4
+    prompt_template: str | None = None   # default: medvid/prompts/caption.txt
+    num_frames: int = 8
+    image_size: int = 448
+    max_new_tokens_brief: int = 64
+    max_new_tokens_detailed: int = 320
+    overwrite: bool = False
+    trust_remote_code: bool = False
+    device: str = "cpu"
+    dtype: str = "auto"
+    model_name: str | None = None        # recorded in the manifest (default: the folder name)
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.num_frames < 1:
+            raise ValueError("batch_size and num_frames must be >= 1")
+
+
+def clip_context(rec: dict[str, Any], max_chars: int = 1500) -> str:
+    """The clip's own text (title / description / ...) as prompt context, or '' when there is none."""
+    parts = [f"{label}: {str(rec[k]).strip()}" for k, label in CONTEXT_KEYS if str(rec.get(k) or "").strip()]
+    if not parts:
+        return ""
+    return ("Context from the video's metadata (may be incomplete):\n" + "\n".join(parts))[:max_chars]
+
+
+def needs_caption(rec: dict[str, Any], model_name: str, overwrite: bool) -> bool:
+    has_both = bool(str(rec.get("brief_caption") or "").strip()) and bool(str(rec.get("detailed_caption") or "").strip())
+    if rec.get("caption_model") == model_name and "brief_caption" in rec and "detailed_caption" in rec:
+        return False  # done by this model (possibly in an interrupted earlier run)
+    return overwrite or not has_both
+
+
+def caption(manifest: str | Path, cfg: CaptionConfig, model=None, progress: bool = True) -> dict:
+    """Caption the clips of ``manifest`` in place; returns counts and per-clip errors.
+
+    ``model`` (a ``VisionLanguageModel``) may be passed to reuse a loaded one; otherwise it is
+    loaded from ``cfg.model`` only if some clip needs a caption.
+    """
+    from tqdm import tqdm
+
+    manifest = Path(manifest)
+    records = read_manifest(manifest)
+    template = load_template(cfg.prompt_template or default_template("caption"), SECTIONS, PLACEHOLDERS)
+    name = cfg.model_name or (model.name if model is not None else Path(cfg.model).name)
+    if not name:
+        raise ValueError("caption: pass --model DIR (a local vision-language model folder)")
+    todo = [i for i, r in enumerate(records) if needs_caption(r, name, cfg.overwrite)]
+    stats: dict[str, Any] = {"model": name, "clips": len(records), "todo": len(todo), "captioned": 0,
+                             "skipped": len(records) - len(todo), "errors": []}
+    if not todo:
+        return stats
+    if model is None:
+        from medvid.vlm.model import VisionLanguageModel
+
+        model = VisionLanguageModel(cfg.model, cfg.trust_remote_code, cfg.device, cfg.dtype, cfg.image_size, name=name)
+    root = manifest.parent
+    bar = tqdm(total=len(todo), desc="caption", unit="clip", disable=not progress)
+    for b in range(0, len(todo), cfg.batch_size):
+        batch, frames = [], []
+        for i in todo[b : b + cfg.batch_size]:
+            rec = records[i]
+            path = Path(rec["path"]) if Path(rec["path"]).is_absolute() else root / rec["path"]
+            try:
+                frames.append(sample_frames(path, cfg.num_frames))
+                batch.append(i)
+            except Exception as e:  # noqa: BLE001 - one unreadable clip never stops the run
+                rec["caption_error"] = f"{type(e).__name__}: {e}"
+                stats["errors"].append({"id": rec.get("id", rec["path"]), "error": rec["caption_error"]})
+                log.warning("%s: %s", path, rec["caption_error"])
+                bar.update()
+        if batch:
+            outs = {}
+            for section, limit in (("brief", cfg.max_new_tokens_brief), ("detailed", cfg.max_new_tokens_detailed)):
+                prompts = [template[section].format(context=clip_context(records[i]), num_frames=cfg.num_frames)
+                           for i in batch]
+                outs[section] = model.generate(list(zip(frames, prompts)), max_new_tokens=limit)
+            for k, i in enumerate(batch):
+                rec = records[i]
+                previous_model_caption = rec.get("caption_model") is not None and rec.get("caption") == rec.get("detailed_caption")
+                rec["brief_caption"], rec["detailed_caption"] = outs["brief"][k], outs["detailed"][k]
+                if not str(rec.get("caption") or "").strip() or previous_model_caption:
+                    rec["caption"] = rec["detailed_caption"]
+                rec["caption_model"] = name
+                rec.pop("caption_error", None)
+                stats["captioned"] += 1
+                bar.update()
+        write_jsonl(manifest, records)  # after every batch: an interrupted run resumes here
+    bar.close()
+    return stats
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", help="manifest.jsonl to caption in place")
+    parser.add_argument("--model", required=True, help="local vision-language model folder")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--prompt-template", help="caption template file (default medvid/prompts/caption.txt)")
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=320, help="for the detailed caption")
+    parser.add_argument("--overwrite", action="store_true", help="re-caption clips that already have captions")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own code (Hulu-Med, UniMedVL); only for folders you trust")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+
+
+def main(args: argparse.Namespace) -> int:
+    from medvid.utils.logging import setup_logging
+
+    setup_logging()
+    cfg = CaptionConfig(model=args.model, batch_size=args.batch_size, prompt_template=args.prompt_template,
+                        num_frames=args.num_frames, max_new_tokens_detailed=args.max_new_tokens,
+                        overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
+                        device=args.device, dtype=args.dtype)
+    stats = caption(args.manifest, cfg)
+    print(f"captioned {stats['captioned']} of {stats['clips']} clips with {stats['model']} "
+          f"({stats['skipped']} already captioned, {len(stats['errors'])} errors)")
+    for e in stats["errors"]:
+        print(f"error: {e['id']}: {e['error']}")
+    return 0
