@@ -113,12 +113,13 @@ def add_lora(transformer: torch.nn.Module, rank: int = 32, alpha: float = 32.0, 
     return cfg
 
 
-def lora_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's weights with diffusers' key names (``blocks.0.attn1.to_q.lora_A.weight``)."""
-    from diffusers.utils import convert_state_dict_to_diffusers
+def lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's weights keyed ``blocks.0.attn1.to_q.lora_A.weight``: peft's names without the
+    adapter name, which is what diffusers' own LoRA training scripts save for transformer models
+    (``convert_state_dict_to_diffusers`` would turn them into the legacy ``lora.down/up`` names)."""
     from peft.utils import get_peft_model_state_dict
 
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(transformer))
+    return get_peft_model_state_dict(transformer, state_dict=state)
 
 
 def save_lora(out_dir: str | Path, state: dict[str, torch.Tensor], lora_config: Any) -> Path:

@@ -274,11 +274,7 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     def export(weights: dict[str, torch.Tensor], subdir: str) -> Path:
         unwrapped = acc.unwrap_model(transformer)
         if cfg.mode == "lora":
-            from peft.utils import get_peft_model_state_dict
-            from diffusers.utils import convert_state_dict_to_diffusers
-
-            sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(unwrapped, state_dict=weights))
-            return W.save_lora(out_dir / subdir, sd, lora_cfg).parent
+            return W.save_lora(out_dir / subdir, W.lora_state_dict(unwrapped, weights), lora_cfg).parent
         full = {k: v.detach().cpu() for k, v in unwrapped.state_dict().items()}
         full.update(weights)
         unwrapped.save_pretrained(out_dir / subdir, state_dict=full, safe_serialization=True)
