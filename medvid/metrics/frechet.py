@@ -13,7 +13,8 @@ FID, IS) and cd-fvd divide by N (``FeatureStats.get_mean_cov``); pytorch-fid use
 
 ``frechet_distance_from_features`` gives the same value without ``sqrtm`` and is what the
 bootstrap uses: with Sigma_i = A_i^T A_i (A_i the centred features / sqrt(N_i - ddof)),
-Tr (Sigma_1 Sigma_2)^(1/2) is the nuclear norm of A_1 A_2^T (an N_1 x N_2 matrix, cheap when N < D)
+Tr (Sigma_1 Sigma_2)^(1/2) is the nuclear norm of A_1 A_2^T (an N_1 x N_2 matrix, cheap when N < D;
+computed from the eigenvalues of its Gram matrix)
 or, for N >= D, the sum of sqrt(eigenvalues) of Sigma_1^(1/2) Sigma_2 Sigma_1^(1/2).
 """
 
@@ -69,7 +70,9 @@ def _trace_sqrt_product(a1: np.ndarray, a2: np.ndarray) -> float:
     """Tr((A1^T A1)(A2^T A2))^(1/2) for (N_i, D) factors, without forming a matrix square root."""
     n1, n2, d = a1.shape[0], a2.shape[0], a1.shape[1]
     if min(n1, n2) < d:
-        return float(np.linalg.svd(a1 @ a2.T, compute_uv=False).sum())  # nuclear norm, (N1, N2)
+        k = a1 @ a2.T  # (N1, N2); its singular values are the sqrt(eigenvalues) of Sigma_1 Sigma_2
+        g = k @ k.T if n1 <= n2 else k.T @ k  # symmetric PSD Gram matrix (eigh is faster and steadier than SVD here)
+        return float(np.sqrt(np.clip(np.linalg.eigvalsh(g), 0, None)).sum())
     s1 = a1.T @ a1
     w, v = np.linalg.eigh(s1)
     root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # Sigma_1^(1/2), symmetric PSD

@@ -1,0 +1,440 @@
+"""``evaluate(real, fake, metrics, out_dir, ...)``: every metric of ``medvid evaluate`` in one call.
+
+Each metric follows the protocol documented in its module (``fvd``, ``cdfvd``, ``fid_is``,
+``consistency``, ``vbench``, ``reconstruction``, ``effnet``). A metric whose weights are missing is
+reported under ``skipped`` with the file it needs; the others still run. Every distance carries a
+bootstrap interval and the number of clips/frames it used; per-video scores carry a bootstrap
+interval over videos and are given for the real set too, as a reference point.
+
+Clips: one 16-frame clip per video, real from a seeded random start, generated from frame 0
+(``inputs.select_clips``). FVD, CD-FVD, the EfficientNet-Lite0 distances and the per-video scores
+(FC, VBench-style) all use these clips; FID/IS use every frame of the videos.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from medvid.metrics.features import FeatureCache, batched_features, cache_key, default_cache_dir, weights_id
+from medvid.metrics.frechet import bootstrap_frechet, frechet_distance_from_features
+from medvid.metrics.inputs import Clip, VideoSource, fingerprint, list_videos, select_clips
+from medvid.utils.logging import get_logger
+from medvid.utils.weights import MissingWeightsError
+
+__all__ = ["evaluate", "ALL_METRICS", "DEFAULT_METRICS", "OFFLINE_METRICS", "parse_metrics"]
+
+log = get_logger("metrics")
+
+ALL_METRICS = (
+    "fvd", "cdfvd", "fid", "is", "fc", "subject_consistency", "background_consistency",
+    "dynamic_degree", "motion_smoothness", "psnr", "ssim", "fd_effnet_frame", "fd_effnet_clip",
+)
+# psnr/ssim compare paired reconstructions and are only computed when asked for.
+DEFAULT_METRICS = tuple(m for m in ALL_METRICS if m not in ("psnr", "ssim"))
+OFFLINE_METRICS = ("fd_effnet_frame", "fd_effnet_clip", "dynamic_degree", "motion_smoothness")
+_IN_MEMORY_LIMIT = 512 << 20  # keep decoded clips in memory below this many bytes
+
+
+def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
+    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    if names == ["all"]:
+        return list(ALL_METRICS)
+    if names == ["offline"]:
+        return list(OFFLINE_METRICS)
+    bad = [m for m in names if m not in ALL_METRICS]
+    if bad or not names:
+        raise ValueError(f"--metrics: unknown {bad or 'empty list'}; choose from {', '.join(ALL_METRICS)} "
+                         "(comma-separated), or 'all' / 'offline'")
+    return list(dict.fromkeys(names))
+
+
+class _VideoSet:
+    """One side of the comparison: its videos, the selected clips and lazily decoded arrays."""
+
+    def __init__(self, root, flag: str, random_start: bool, num_clips: int, clip_length: int, seed: int):
+        self.root, self.flag = Path(root), flag
+        self.sources: list[VideoSource] = list_videos(root, flag)
+        self.clips, self.dropped = select_clips(self.sources, num_clips, clip_length, random_start, seed)
+        self.clip_length = clip_length
+        self._fingerprint: str | None = None
+        self._clip_arrays: list[np.ndarray] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.sources)
+        return self._fingerprint
+
+    def require_clips(self, metric: str) -> None:
+        if not self.clips:
+            raise ValueError(
+                f"{self.flag} {self.root}: no video has {self.clip_length} frames, so {metric} has no clips "
+                f"({self.dropped} videos were too short); use longer videos or a shorter --clip-length"
+            )
+
+    def clip_key(self) -> list:
+        return [self.fingerprint, [(c.source.name, c.start, c.length) for c in self.clips]]
+
+    def iter_clips(self) -> Iterator[np.ndarray]:
+        if self._clip_arrays is not None:
+            yield from self._clip_arrays
+            return
+        kept, size = [], 0
+        for c in self.clips:
+            a = c.read()
+            size += a.nbytes
+            if kept is not None:
+                kept.append(a)
+                if size > _IN_MEMORY_LIMIT:
+                    kept = None
+            yield a
+        if kept is not None:
+            self._clip_arrays = kept
+
+    def iter_frames(self, max_frames: int | None) -> Iterator[np.ndarray]:
+        n = 0
+        for src in self.sources:
+            for f in src.read():
+                if max_frames is not None and n >= max_frames:
+                    return
+                n += 1
+                yield f
+
+    def describe(self) -> dict:
+        return {"path": str(self.root), "num_videos": len(self.sources), "num_clips": len(self.clips),
+                "dropped_short": self.dropped, "clip_length": self.clip_length}
+
+
+def _mean_ci(values: Sequence[float], bootstrap: int, seed: int, level: float = 0.95) -> dict:
+    v = np.asarray(values, np.float64)
+    out = {"value": float(v.mean()), "num_videos": int(len(v))}
+    if bootstrap > 0 and len(v) > 1:
+        rng = np.random.default_rng(seed)
+        means = v[rng.integers(0, len(v), (bootstrap, len(v)))].mean(1)
+        a = (1 - level) / 2
+        out["ci"] = [float(np.quantile(means, a)), float(np.quantile(means, 1 - a))]
+    return out
+
+
+class _Evaluator:
+    def __init__(self, real: _VideoSet, fake: _VideoSet, cache: FeatureCache, batch_size: int, bootstrap: int, seed: int):
+        self.real, self.fake, self.cache = real, fake, cache
+        self.batch_size, self.bootstrap, self.seed = batch_size, bootstrap, seed
+        self._feats: dict[tuple, np.ndarray] = {}
+
+    def clip_features(self, side: _VideoSet, net_id: str, fn: Callable, per_frame: bool = False) -> np.ndarray:
+        """Features of every selected clip (``per_frame``: every frame of them, clip-major)."""
+        mem = (id(side), net_id, per_frame)
+        if mem not in self._feats:
+            key = cache_key(kind="clips", net=net_id, per_frame=per_frame, clips=side.clip_key())
+            if per_frame:
+                items = (f for clip in side.iter_clips() for f in clip)
+            else:
+                items = side.iter_clips()
+            self._feats[mem] = self.cache.get_or_compute(
+                key, lambda: batched_features(items, fn, self.batch_size),
+                {"set": str(side.root), "net": net_id, "per_frame": per_frame, "num_clips": len(side.clips)})
+        return self._feats[mem]
+
+    def frame_features(self, side: _VideoSet, net_id: str, fn: Callable, max_frames: int | None) -> np.ndarray:
+        mem = (id(side), net_id, "frames", max_frames)
+        if mem not in self._feats:
+            key = cache_key(kind="frames", net=net_id, set=side.fingerprint, max_frames=max_frames)
+            self._feats[mem] = self.cache.get_or_compute(
+                key, lambda: batched_features(side.iter_frames(max_frames), fn, self.batch_size),
+                {"set": str(side.root), "net": net_id, "max_frames": max_frames})
+        return self._feats[mem]
+
+    def distance(self, value: float, real_f: np.ndarray, fake_f: np.ndarray, unit: str, protocol: str, ddof: int = 0) -> dict:
+        rec = {"value": float(value), "num_real": int(len(real_f)), "num_fake": int(len(fake_f)), "unit": unit,
+               "feature_dim": int(real_f.shape[1]), "covariance": "divided by N" if ddof == 0 else "divided by N-1",
+               "protocol": protocol}
+        ci = bootstrap_frechet(real_f, fake_f, ddof=ddof, num_samples=self.bootstrap, seed=self.seed)
+        if ci["num_samples"]:
+            rec["ci"] = [ci["low"], ci["high"]]
+            rec["ci_level"] = ci["level"]
+            rec["bootstrap_samples"] = ci["num_samples"]
+        return rec
+
+    def per_video(self, fn: Callable[[_VideoSet], list[float]], protocol: str) -> dict:
+        fake = _mean_ci(fn(self.fake), self.bootstrap, self.seed)
+        real = _mean_ci(fn(self.real), self.bootstrap, self.seed)
+        return {**fake, "real": real, "unit": "videos", "protocol": protocol}
+
+
+def evaluate(
+    real: str | Path,
+    fake: str | Path,
+    metrics: str | Sequence[str] = DEFAULT_METRICS,
+    out_dir: str | Path | None = None,
+    *,
+    i3d: str | Path | None = None,
+    inception: str | Path | None = None,
+    videomae: str | Path | None = None,
+    clip: str | Path | None = None,
+    dino: str | Path | None = None,
+    raft: str | Path | None = None,
+    interpolator: str | Path | None = None,
+    num_clips: int = 2048,
+    clip_length: int = 16,
+    max_fid_frames: int = 50000,
+    bootstrap: int = 100,
+    seed: int = 0,
+    cache_dir: str | Path | None = "default",
+    batch_size: int = 16,
+    effnet_resolution: int = 224,
+    fps: float | None = None,
+    report: bool = True,
+) -> dict:
+    """Compare generated videos in ``fake`` with real ones in ``real``; returns the metrics dict.
+
+    Writes ``metrics.json`` (and ``report.html`` if ``report``) into ``out_dir`` when given.
+    ``cache_dir``: "default" (``$MEDVID_CACHE/features`` or ``~/.cache/medvid/features``), a
+    folder, or None to disable feature caching. ``fps``: frame rate for dynamic degree (default:
+    the reader's, 8 for npz and frame folders).
+    """
+    t0 = time.time()
+    names = parse_metrics(metrics)
+    if num_clips < 2:
+        raise ValueError(f"--num-clips must be at least 2 (a covariance needs two clips), got {num_clips}")
+    if clip_length < 2:
+        raise ValueError(f"--clip-length must be at least 2, got {clip_length}")
+    real_set = _VideoSet(real, "--real", True, num_clips, clip_length, seed)
+    fake_set = _VideoSet(fake, "--fake", False, num_clips, clip_length, seed)
+    cache = FeatureCache(default_cache_dir() if cache_dir == "default" else cache_dir)
+    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed)
+    results: dict[str, dict] = {}
+    skipped: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    clip_nets: dict[str, object] = {}
+
+    def clip_net():
+        if "clip" not in clip_nets:
+            from medvid.nets.vision import ClipImageNet
+
+            clip_nets["clip"] = ClipImageNet(clip)
+        return clip_nets["clip"]
+
+    for name in names:
+        t = time.time()
+        try:
+            _run_metric(name, ev, results, locals_=dict(
+                i3d=i3d, inception=inception, videomae=videomae, dino=dino, raft=raft, interpolator=interpolator,
+                clip=clip, clip_net=clip_net, max_fid_frames=max_fid_frames, effnet_resolution=effnet_resolution,
+                fps=fps, clip_length=clip_length))
+        except MissingWeightsError as e:
+            skipped[name] = str(e)
+            log.warning("skipping %s: %s", name, e)
+        timings[name] = round(time.time() - t, 3)
+
+    out = {
+        "real": {**real_set.describe(), "fingerprint": real_set.fingerprint if cache.root else None},
+        "fake": fake_set.describe(),
+        "metrics": results,
+        "skipped": skipped,
+        "settings": {"metrics": names, "num_clips": num_clips, "clip_length": clip_length, "seed": seed,
+                     "bootstrap": bootstrap, "max_fid_frames": max_fid_frames, "effnet_resolution": effnet_resolution,
+                     "weights": {"i3d": _s(i3d), "inception": _s(inception), "videomae": _s(videomae),
+                                 "clip": _s(clip), "dino": _s(dino), "raft": _s(raft), "interpolator": _s(interpolator)}},
+        "cache": {"dir": str(cache.root) if cache.root else None, "hits": cache.hits, "misses": cache.misses},
+        "seconds": timings,
+        "total_seconds": round(time.time() - t0, 3),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(out, indent=1))
+        if report:
+            from medvid.report.report import write_report
+
+            write_report(out, out_dir / "report.html", real_dir=real, fake_dir=fake)
+    return out
+
+
+def _s(p) -> str | None:
+    return None if p is None else str(p)
+
+
+def _run_metric(name: str, ev: _Evaluator, results: dict, locals_: dict) -> None:
+    L = locals_
+    real, fake = ev.real, ev.fake
+    if name == "fvd":
+        from medvid.metrics.fvd import fvd_from_features
+        from medvid.nets.detectors import i3d_features, load_i3d
+
+        det = load_i3d(L["i3d"])
+        real.require_clips(name), fake.require_clips(name)
+        nid = "i3d:" + weights_id(L["i3d"])
+        fr = ev.clip_features(real, nid, lambda x: i3d_features(det, x))
+        ff = ev.clip_features(fake, nid, lambda x: i3d_features(det, x))
+        results["fvd"] = ev.distance(fvd_from_features(fr, ff), fr, ff, "clips",
+                                     f"StyleGAN-V fvd2048_16f: I3D logits, {L['clip_length']}-frame clips, cov/N")
+    elif name == "cdfvd":
+        from medvid.metrics.cdfvd import cdfvd_from_features
+        from medvid.nets.vision import VideoMAENet
+
+        net = VideoMAENet(L["videomae"])
+        real.require_clips(name), fake.require_clips(name)
+        nid = "videomae:" + weights_id(L["videomae"])
+        fr, ff = ev.clip_features(real, nid, net), ev.clip_features(fake, nid, net)
+        results["cdfvd"] = ev.distance(cdfvd_from_features(fr, ff), fr, ff, "clips",
+                                       "cd-fvd: VideoMAE-v2 fc_norm(mean tokens), 224x224 bilinear, [0,1], cov/N")
+    elif name in ("fid", "is"):
+        from medvid.nets.detectors import inception_features, inception_probs, load_inception
+
+        det = load_inception(L["inception"])
+        nid = "inception:" + weights_id(L["inception"])
+        if name == "fid":
+            from medvid.metrics.fid_is import fid_from_features
+
+            fr = ev.frame_features(real, nid, lambda x: inception_features(det, x), None)
+            ff = ev.frame_features(fake, nid, lambda x: inception_features(det, x), L["max_fid_frames"])
+            results["fid"] = ev.distance(fid_from_features(fr, ff), fr, ff, "frames",
+                                         "StyleGAN-V fid50k_full: Inception pool3 2048-d, all real frames, cov/N")
+        else:
+            from medvid.metrics.fid_is import inception_score
+
+            probs = ev.frame_features(fake, nid + ":probs", lambda x: inception_probs(det, x), L["max_fid_frames"])
+            if len(probs) < 10:
+                raise ValueError(f"--fake: IS needs at least 10 generated frames (10 splits), got {len(probs)}")
+            mean, std = inception_score(probs, 10)
+            results["is"] = {"value": mean, "std": std, "num_fake": int(len(probs)), "unit": "frames",
+                             "protocol": "StyleGAN-V is50k: 1008 probabilities without output bias, 10 splits; std over splits"}
+    elif name == "fc":
+        from medvid.metrics.consistency import fc_all_pairs, fc_consecutive
+
+        net = L["clip_net"]()
+        nid = "clip:" + weights_id(L["clip"])
+
+        def per_video(side, f):
+            side.require_clips(name)
+            feats = ev.clip_features(side, nid, net, per_frame=True).reshape(len(side.clips), side.clip_length, -1)
+            return [f(v) for v in feats]
+
+        results["fc_consecutive"] = ev.per_video(lambda s: per_video(s, fc_consecutive),
+                                                 "mean CLIP cosine of consecutive frames (x100 = MedSora's %)")
+        results["fc_all_pairs"] = ev.per_video(lambda s: per_video(s, fc_all_pairs),
+                                               "mean CLIP cosine over all frame pairs (LOVEU-TGVE)")
+    elif name in ("subject_consistency", "background_consistency"):
+        from medvid.metrics.vbench import vbench_consistency
+
+        if name == "subject_consistency":
+            from medvid.nets.vision import DinoNet
+
+            net, nid = DinoNet(L["dino"]), "dino:" + weights_id(L["dino"])
+        else:
+            net, nid = L["clip_net"](), "clip:" + weights_id(L["clip"])
+
+        def per_video(side):
+            side.require_clips(name)
+            feats = ev.clip_features(side, nid, net, per_frame=True).reshape(len(side.clips), side.clip_length, -1)
+            return [s / c for s, c in map(vbench_consistency, feats)]
+
+        results[name] = ev.per_video(per_video, "VBench: mean of [max(0,cos(f_i-1,f_i)) + max(0,cos(f_0,f_i))]/2 "
+                                     f"with {'DINO' if name == 'subject_consistency' else 'CLIP'} features")
+    elif name == "dynamic_degree":
+        from medvid.flow.estimators import build_flow_estimator
+        from medvid.metrics.vbench import dynamic_degree_video
+
+        method = "raft" if L["raft"] else "dis"
+        flow = build_flow_estimator(method, weights=L["raft"])
+
+        def per_video(side):
+            out = []
+            for c, frames in zip(side.clips, side.iter_clips()):
+                fps = L["fps"] or _source_fps(c)
+                out.append(float(dynamic_degree_video(frames, fps, flow)))
+            return out
+
+        results[f"dynamic_degree_{method}"] = ev.per_video(
+            per_video, f"VBench dynamic degree with {method.upper()} flow (VBench uses RAFT)")
+    elif name == "motion_smoothness":
+        from medvid.metrics.vbench import blend_interpolator, load_interpolator, motion_smoothness_video
+
+        interp = load_interpolator(L["interpolator"]) if L["interpolator"] else blend_interpolator
+        key = "motion_smoothness" if L["interpolator"] else "motion_smoothness_blend"
+
+        def per_video(side):
+            vals = []
+            for frames in side.iter_clips():
+                s, n = motion_smoothness_video(frames, interp)
+                vals.append((255.0 - s / n) / 255.0)
+            return vals
+
+        results[key] = ev.per_video(per_video, "VBench motion smoothness with " + (
+            f"the TorchScript interpolator {L['interpolator']}" if L["interpolator"]
+            else "the mean of neighbouring frames (no AMT-S weights: not VBench's number)"))
+    elif name in ("psnr", "ssim"):
+        from medvid.metrics.reconstruction import psnr, ssim
+
+        fn = psnr if name == "psnr" else ssim
+        vals = []
+        for a, b in _pairs(real, fake):
+            x = torch.from_numpy(a).permute(0, 3, 1, 2).double() / 255
+            y = torch.from_numpy(b).permute(0, 3, 1, 2).double() / 255
+            v = fn(x, y)
+            vals.append(float(v[torch.isfinite(v)].mean()) if torch.isfinite(v).any() else float("inf"))
+        rec = _mean_ci(vals, ev.bootstrap, ev.seed)
+        results[name] = {**rec, "unit": "video pairs", "protocol": f"per-frame {name.upper()} on [0,1] frames, "
+                         "mean per video, mean over videos (real and fake paired by name)"}
+    elif name in ("fd_effnet_frame", "fd_effnet_clip"):
+        from medvid.metrics.effnet import CLIP_FEATURE, EffnetFrames, clip_features
+
+        real.require_clips(name), fake.require_clips(name)
+        r = L["effnet_resolution"]
+        net = EffnetFrames(r)
+        nid = f"effnet-lite0:{weights_id(_effnet_path())}:{r}"
+        fr = ev.clip_features(real, nid, net, per_frame=True)
+        ff = ev.clip_features(fake, nid, net, per_frame=True)
+        if name == "fd_effnet_clip":
+            fr = clip_features(torch.from_numpy(fr), real.clip_length).numpy()
+            ff = clip_features(torch.from_numpy(ff), fake.clip_length).numpy()
+            unit, proto = "clips", f"offline (not FVD): {CLIP_FEATURE}, frames at {r}px, cov/N"
+        else:
+            unit, proto = "frames", f"offline (not FID): EfficientNet-Lite0 pooled 1280-d per frame at {r}px, cov/N"
+        results[name] = ev.distance(frechet_distance_from_features(fr, ff), fr, ff, unit, proto)
+    else:  # parse_metrics guarantees a known name
+        raise AssertionError(name)
+
+
+def _effnet_path():
+    from medvid.nets.efficientnet_lite0 import default_weights_path
+
+    return default_weights_path()
+
+
+def _source_fps(c: Clip) -> float:
+    if c.source.kind == "npz":
+        return 8.0
+    from medvid.data.readers import open_video
+
+    with open_video(c.source.path) as r:
+        return float(r.fps) if r.metadata.get("fps_source") != "default" else 8.0
+
+
+def _pairs(real: _VideoSet, fake: _VideoSet):
+    rn = {s.name: s for s in real.sources}
+    fn = {s.name: s for s in fake.sources}
+    common = [n for n in fn if n in rn]
+    if common:
+        pairs = [(rn[n], fn[n]) for n in common]
+    elif len(real.sources) == len(fake.sources):
+        pairs = list(zip(real.sources, fake.sources))
+    else:
+        raise ValueError(
+            f"psnr/ssim compare reconstructions with originals: --real and --fake must hold videos with the same "
+            f"names (or the same number of videos), got {len(real.sources)} and {len(fake.sources)} with no common name"
+        )
+    for r, f in pairs:
+        a, b = r.read(), f.read()
+        t = min(len(a), len(b))
+        if a.shape[1:] != b.shape[1:]:
+            raise ValueError(f"psnr/ssim: {r.path} is {a.shape[1:3]} but {f.path} is {b.shape[1:3]}; "
+                             "reconstructions must have the original's size")
+        yield a[:t], b[:t]
