@@ -245,7 +245,7 @@ class Mamba2(nn.Module):
         x = x.reshape(b, l, self.nheads, self.headdim)
         B = B.reshape(b, l, self.ngroups, self.d_state)
         C = C.reshape(b, l, self.ngroups, self.d_state)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # fp16-safe
         D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
         if ops is not None:
             out = ops.chunk_scan(x, dt, A, B, C, self.chunk_size, D=D, dt_bias=self.dt_bias, dt_softplus=True,
@@ -263,10 +263,17 @@ class Mamba2(nn.Module):
         return (y, state) if return_final_states else y
 
     def _causal_conv(self, x, w, bias):
-        """Depthwise causal conv along l in channels-last layout: x (b, l, c), w (c, k)."""
-        k = w.shape[1]
-        out = F.conv1d(x.transpose(1, 2), w.unsqueeze(1), bias, padding=k - 1, groups=w.shape[0])
-        return out[..., : x.shape[1]].transpose(1, 2)
+        """Depthwise causal conv along l, channels-last: x (b, l, c), w (c, k) -> (b, l, c).
+
+        Written as k shifted multiply-adds: PyTorch's CPU depthwise conv1d loops over channel groups
+        for some dtypes/layouts (one small conv per channel) and needs two transposes.
+        """
+        k, l = w.shape[1], x.shape[1]
+        xp = F.pad(x, (0, 0, k - 1, 0))  # (b, l + k - 1, c), zeros before the sequence
+        out = xp[:, k - 1 :] * w[:, k - 1] if bias is None else torch.addcmul(bias, xp[:, k - 1 :], w[:, k - 1])
+        for i in range(k - 1):
+            out = torch.addcmul(out, xp[:, i : i + l], w[:, i])
+        return out
 
     def gate_norm(self, y, z):
         """Gated RMSNorm (or plain gating when rmsnorm=False)."""

@@ -1,0 +1,142 @@
+"""Mamba-2: the chunked SSD scan against the step-by-step recurrence, the mixer against transformers."""
+
+import pytest
+import torch
+
+from medvid.models import Mamba2, ssd_chunk_scan, ssd_scan_ref
+
+
+def _inputs(b=2, l=37, h=4, p=3, g=2, n=5, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)  # noqa: E731
+    return dict(
+        x=r(b, l, h, p),
+        dt=torch.rand(b, l, h, generator=gen, dtype=dtype) * 0.5 + 0.01,
+        A=-(torch.rand(h, generator=gen, dtype=dtype) * 2 + 0.1),
+        B=r(b, l, g, n),
+        C=r(b, l, g, n),
+        D=r(h),
+        initial_states=r(b, h, p, n),
+    )
+
+
+def _recurrence(x, dt, A, B, C, D, initial_states):
+    """h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t,  y_t = C_t h_t + D x_t, one head and one step at a time."""
+    b, l, h, p = x.shape
+    g = B.shape[2]
+    states = [initial_states[:, head] for head in range(h)]  # each (b, p, n)
+    ys = []
+    for t in range(l):
+        y_t = []
+        for head in range(h):
+            gi = head // (h // g)
+            states[head] = torch.exp(dt[:, t, head] * A[head])[:, None, None] * states[head] + (
+                dt[:, t, head, None, None] * x[:, t, head, :, None] * B[:, t, gi, None, :])
+            y_t.append((states[head] * C[:, t, gi, None, :]).sum(-1) + D[head] * x[:, t, head])
+        ys.append(torch.stack(y_t, dim=1))
+    return torch.stack(ys, dim=1), torch.stack(states, dim=1)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 8, 16, 37, 256])
+@pytest.mark.parametrize("with_init", [False, True])
+def test_chunked_scan_equals_recurrence(chunk, with_init):
+    a = _inputs()
+    init = a["initial_states"] if with_init else torch.zeros_like(a["initial_states"])
+    y_ref, s_ref = _recurrence(a["x"], a["dt"], a["A"], a["B"], a["C"], a["D"], init)
+    y, s = ssd_chunk_scan(a["x"], a["dt"], a["A"], a["B"], a["C"], chunk, D=a["D"],
+                          initial_states=a["initial_states"] if with_init else None, return_final_states=True)
+    assert (y - y_ref).abs().max() < 1e-10
+    assert (s - s_ref).abs().max() < 1e-10
+    y2, s2 = ssd_scan_ref(a["x"], a["dt"], a["A"], a["B"], a["C"], a["D"],
+                          a["initial_states"] if with_init else None, return_final_states=True)
+    assert (y2 - y_ref).abs().max() < 1e-10 and (s2 - s_ref).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("chunk", [5, 16])
+def test_chunked_scan_gradients_equal_recurrence(chunk):
+    a = {k: v.requires_grad_() for k, v in _inputs(l=23).items()}
+    w = torch.randn(a["x"].shape, dtype=torch.float64)
+    names = ["x", "dt", "A", "B", "C", "D", "initial_states"]
+    y_ref, _ = _recurrence(*[a[k] for k in names])
+    g_ref = torch.autograd.grad((y_ref * w).sum(), [a[k] for k in names])
+    y = ssd_chunk_scan(a["x"], a["dt"], a["A"], a["B"], a["C"], chunk, D=a["D"], initial_states=a["initial_states"])
+    g = torch.autograd.grad((y * w).sum(), [a[k] for k in names])
+    for name, gr, gc in zip(names, g_ref, g):
+        assert (gr - gc).abs().max() < 1e-10, name
+
+
+def test_scan_per_channel_D_and_length_one():
+    a = _inputs(l=1)
+    D = torch.randn(4, 3, dtype=torch.float64)
+    y = ssd_chunk_scan(a["x"], a["dt"], a["A"], a["B"], a["C"], 8, D=D)
+    y_ref = ssd_scan_ref(a["x"], a["dt"], a["A"], a["B"], a["C"], D)
+    assert y.shape == (2, 1, 4, 3) and (y - y_ref).abs().max() < 1e-12
+
+
+def _hf_mixer(m: Mamba2):
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+    cfg = transformers.Mamba2Config(
+        hidden_size=m.d_model, state_size=m.d_state, expand=m.expand, head_dim=m.headdim, num_heads=m.nheads,
+        n_groups=m.ngroups, conv_kernel=m.d_conv, chunk_size=m.chunk_size, layer_norm_epsilon=1e-5,
+        use_bias=False, use_conv_bias=True, num_hidden_layers=1)
+    ref = Mamba2Mixer(cfg, layer_idx=0)
+    ref.load_state_dict(m.state_dict())  # same parameter names as mamba_ssm: loads strictly
+    return ref
+
+
+@pytest.mark.parametrize("ngroups,length,chunk", [(1, 40, 16), (2, 21, 8), (1, 7, 256)])
+def test_mixer_equals_transformers_torch_path(ngroups, length, chunk):
+    # On a CPU without mamba_ssm, transformers' Mamba2Mixer runs its PyTorch fallback (torch_forward).
+    torch.manual_seed(1)
+    m = Mamba2(d_model=32, d_state=16, headdim=8, ngroups=ngroups, chunk_size=chunk)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ref = _hf_mixer(m)
+    u = torch.randn(2, length, 32)
+    out, out_ref = m(u), ref(u)
+    assert out.shape == u.shape
+    assert torch.allclose(out, out_ref, atol=2e-5, rtol=1e-4), (out - out_ref).abs().max()
+    # and a change to the weights is visible to the comparison
+    with torch.no_grad():
+        m.A_log.add_(0.5)
+    assert not torch.allclose(m(u), out_ref, atol=2e-5, rtol=1e-4)
+
+
+def test_parameter_names_and_count_match_mamba_ssm():
+    m = Mamba2(d_model=512, d_state=128, d_conv=4, expand=2, headdim=64)
+    names = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert names == {
+        "in_proj.weight": (2320, 512), "conv1d.weight": (1280, 1, 4), "conv1d.bias": (1280,), "dt_bias": (16,),
+        "A_log": (16,), "D": (16,), "norm.weight": (1024,), "out_proj.weight": (512, 1024)}
+    assert sum(p.numel() for p in m.parameters()) == 1_719_600
+    assert torch.all(-torch.exp(m.A_log) <= -1) and torch.all(-torch.exp(m.A_log) >= -16)
+    dt = torch.nn.functional.softplus(m.dt_bias)
+    assert torch.all(dt >= 1e-4 - 1e-7) and torch.all(dt <= 0.1 + 1e-6)
+
+
+def test_mixer_float64_matches_recurrence_and_final_state():
+    torch.manual_seed(2)
+    m = Mamba2(d_model=16, d_state=8, headdim=4, chunk_size=4).double()
+    u = torch.randn(1, 11, 16, dtype=torch.float64)
+    y, state = m(u, return_final_states=True)
+    # same thing through the reference recurrence
+    zxbcdt = m.in_proj(u)
+    _, _, z, xBC, dt = m.split_projection(zxbcdt)
+    xBC = torch.nn.functional.silu(m.conv1d(xBC.transpose(1, 2))[..., :11].transpose(1, 2))
+    x, B, C = xBC.split([32, 8, 8], dim=-1)
+    ys, s_ref = ssd_scan_ref(x.view(1, 11, 8, 4), torch.nn.functional.softplus(dt + m.dt_bias), -torch.exp(m.A_log),
+                             B.view(1, 11, 1, 8), C.view(1, 11, 1, 8), m.D, return_final_states=True)
+    y_ref = m.out_proj(m.norm(ys.reshape(1, 11, 32), z))
+    assert (y - y_ref).abs().max() < 1e-10 and (state - s_ref).abs().max() < 1e-10
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="headdim"):
+        Mamba2(d_model=48, headdim=64)
+    with pytest.raises(ValueError, match="ngroups"):
+        Mamba2(d_model=32, headdim=16, ngroups=3)
+    with pytest.raises(ValueError, match="expected input"):
+        Mamba2(d_model=32, headdim=16)(torch.randn(2, 5, 31))
