@@ -1,0 +1,188 @@
+"""Latents -> files: sample in batches, decode through the run's VAE, write mp4 + gif + npz per video
+and one PNG contact sheet. Memory stays bounded: one batch of latents and videos at a time, and the
+contact sheet keeps only a few downscaled frames of its first rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvid.diffusion import GaussianDiffusion, sample
+from medvid.utils.logging import get_logger
+from medvid.utils.video import contact_sheet, to_uint8, write_gif, write_mp4
+
+log = get_logger("sample")
+
+SHEET_ROWS = 16  # videos shown on the contact sheet
+SHEET_FRAMES = 8  # frames per row
+
+
+@dataclass
+class SampleSpec:
+    num: int = 4
+    sampler: str = "ddim"
+    steps: int = 250
+    eta: float = 0.0
+    cfg_scale: float = 1.0
+    seed: int = 0
+    batch_size: int = 4
+    fps: float = 8.0
+    caption: str | None = None  # text-conditioned models
+    negative_prompt: str | None = None
+    class_id: int | None = None  # class-conditional models (None: cycle through the classes)
+
+
+def _conditioning(spec: SampleSpec, start: int, b: int, device, text=None, num_classes: int = 0):
+    """(cond kwargs, uncond kwargs or None) for videos start..start+b-1."""
+    cond: dict[str, Any] = {"num_images": 0}
+    uncond: dict[str, Any] | None = None
+    if num_classes > 0:
+        ids = [spec.class_id if spec.class_id is not None else (start + i) % num_classes for i in range(b)]
+        if any(not 0 <= i < num_classes for i in ids):
+            raise ValueError(f"class id {spec.class_id} out of range: the model has {num_classes} classes (0..{num_classes - 1})")
+        cond["y"] = torch.tensor(ids, device=device)
+        uncond = {"num_images": 0, "y": torch.full((b,), num_classes, device=device)}  # null label
+    if text is not None:
+        ctx, mask = text.encode([spec.caption or ""] * b)
+        cond["context"], cond["context_mask"] = ctx.to(device), mask.to(device)
+        nctx, nmask = text.negative(spec.negative_prompt, b)
+        uncond = {"num_images": 0, "context": nctx.to(device), "context_mask": nmask.to(device)}
+    return cond, uncond
+
+
+@torch.no_grad()
+def generate_to_dir(
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    latent_shape: tuple[int, ...],
+    spec: SampleSpec,
+    out_dir: str | Path,
+    vae=None,
+    text=None,
+    num_classes: int = 0,
+    device: torch.device | str | None = None,
+) -> list[Path]:
+    """Sample ``spec.num`` videos of latent shape (F, C, h, w) into ``out_dir``; returns the mp4 paths.
+
+    Video i uses a generator seeded with (seed, i) only, so it does not depend on the batch size.
+    Without a ``vae`` the latents are written to ``latents_XXXX.npz`` and no videos.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    paths: list[Path] = []
+    sheet_rows: list[np.ndarray] = []
+    for start in range(0, spec.num, spec.batch_size):
+        b = min(spec.batch_size, spec.num - start)
+        # Per-video noise from per-video generators: results do not depend on the batch size.
+        noise = torch.stack([
+            torch.randn(tuple(latent_shape), generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + start + i))
+            for i in range(b)
+        ])
+        gen = torch.Generator().manual_seed(spec.seed * 7_919 + start)  # DDPM / eta > 0 noise
+        cond, uncond = _conditioning(spec, start, b, device, text, num_classes)
+        model_fn = lambda x, t: model(x, t, **cond)  # noqa: E731
+        uncond_fn = (lambda x, t: model(x, t, **uncond)) if uncond is not None else None  # noqa: E731
+        z = sample(model_fn, noise.shape, diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
+                   cfg_scale=spec.cfg_scale, uncond_fn=uncond_fn if spec.cfg_scale != 1.0 else None,
+                   generator=gen, noise=noise, device=device)
+        for i in range(b):
+            k = start + i
+            if vae is None:
+                np.savez_compressed(out_dir / f"latents_{k:04d}.npz", latents=z[i].float().cpu().numpy())
+                continue
+            video = vae.decode(z[i : i + 1].to(device))[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
+            frames = to_uint8(video)  # (T, H, W, 3)
+            paths.append(write_mp4(frames, out_dir / f"video_{k:04d}.mp4", fps=spec.fps))
+            write_gif(frames, out_dir / f"video_{k:04d}.gif", fps=spec.fps)
+            np.savez_compressed(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy())
+            if len(sheet_rows) < SHEET_ROWS:
+                idx = np.linspace(0, len(frames) - 1, min(SHEET_FRAMES, len(frames))).round().astype(int)
+                sheet_rows.append(frames[idx])
+        log.info("sampled %d/%d", start + b, spec.num)
+    if sheet_rows:
+        contact_sheet(sheet_rows, out_dir / "contact_sheet.png", max_frames=SHEET_FRAMES)
+    (out_dir / "samples.json").write_text(json.dumps({**spec.__dict__, "latent_shape": list(latent_shape)}, indent=1))
+    model.train(was_training)
+    return paths
+
+
+def sample_videos(
+    checkpoint: str | Path,
+    num: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    sampler: str = "ddim",
+    steps: int | None = None,
+    cfg_scale: float = 1.0,
+    eta: float = 0.0,
+    batch_size: int = 4,
+    use_ema: bool = True,
+    device: str = "auto",
+    caption: str | None = None,
+    negative_prompt: str | None = None,
+    class_id: int | None = None,
+    vae: str | Any | None = None,
+    fps: float | None = None,
+) -> list[Path]:
+    """Sample ``num`` videos from a training checkpoint (run folder or ``step-*`` folder).
+
+    Uses the EMA weights unless ``use_ema=False`` and decodes through the VAE the run was trained
+    with (recorded in the checkpoint; ``vae`` overrides it with a path/name or a loaded VAE).
+    ``steps`` defaults to the run's ``sample.steps`` (250, the paper's DDIM setting).
+    Returns the mp4 paths; ``out_dir`` also gets gif + npz per video and ``contact_sheet.png``.
+    """
+    from medvid.training.distributed import resolve_device
+    from medvid.training.trainer import build_vae, model_from_config
+    from medvid.utils.checkpoint import load_checkpoint
+
+    if num < 1:
+        raise ValueError(f"--num {num}: ask for at least one video")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be >= 1")
+    weights = "ema" if use_ema else "model"
+    groups, state, config = load_checkpoint(checkpoint, groups=[weights])
+    if "model_config" not in state or "latent_shape" not in state:
+        raise ValueError(f"{checkpoint} is not a `medvid train` checkpoint (no model_config / latent_shape in state.json)")
+    if weights not in groups:
+        raise ValueError(f"{checkpoint} holds no {weights!r} weights (try --no-ema)")
+    dev = resolve_device(device)
+    model = model_from_config(state["model_config"])
+    model.load_state_dict(groups[weights])
+    model.to(dev).eval()
+    d = state.get("diffusion", {})
+    diffusion = GaussianDiffusion(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
+                                  learn_sigma=bool(state.get("learn_sigma", True)))
+    sample_cfg = (config or {}).get("sample", {})
+    text = None
+    text_cfg = (config or {}).get("text", {})
+    if text_cfg.get("enabled"):
+        from medvid.config import from_dict
+        from medvid.t2v.text import build_text_conditioner
+        from medvid.training.config import TextConfig
+
+        text = build_text_conditioner(from_dict(TextConfig, text_cfg, where="checkpoint text config"), device=dev)
+    spec_vae = vae if vae is not None else state.get("vae")
+    if spec_vae is None:
+        raise ValueError(
+            f"{checkpoint} does not name the VAE its latents were encoded with; pass --vae PATH "
+            "(the VAE folder or name used by `medvid encode`)"
+        )
+    vae_obj = build_vae(spec_vae, dev) if isinstance(spec_vae, (str, Path)) else spec_vae
+    spec = SampleSpec(num=num, sampler=sampler, steps=steps or int(sample_cfg.get("steps", 250)), eta=eta,
+                      cfg_scale=cfg_scale, seed=seed, batch_size=batch_size,
+                      fps=fps or float(sample_cfg.get("fps", 8.0)), caption=caption,
+                      negative_prompt=negative_prompt, class_id=class_id)
+    log.info("sampling %d video(s) from %s (%s weights, step %s) with %s-%d, cfg %.2f", num, checkpoint, weights,
+             state.get("step"), sampler, spec.steps, cfg_scale)
+    return generate_to_dir(model, diffusion, tuple(state["latent_shape"]), spec, out_dir, vae=vae_obj, text=text,
+                           num_classes=int(state.get("num_classes", 0)), device=dev)

@@ -1,0 +1,555 @@
+"""The training loop: ``train(cfg, out_dir, resume=...) -> last checkpoint``.
+
+What makes a run safe to leave alone for days:
+
+* The data order is a function of (seed, epoch) only and the position inside the epoch is saved, so a
+  resumed run sees exactly the batches the uninterrupted run would have seen. Timesteps and noise come
+  from a dedicated generator drawn once per optimiser step for the whole global batch (every rank draws
+  the same numbers and takes its rows), so 1 process, N processes and gradient accumulation all train
+  on the same (x0, t, noise) triples.
+* Checkpoints (``medvid.utils.checkpoint``) hold model, EMA, optimiser, step, epoch, data position,
+  every rank's RNG states and the resolved config; they are written atomically by rank 0.
+* A non-finite loss or gradient skips the step (reported); ``optim.max_nan_skips`` in a row stop the
+  run with the last good checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, default_collate
+
+from medvid.config import save_yaml, to_dict
+from medvid.diffusion import GaussianDiffusion
+from medvid.training.config import TrainConfig
+from medvid.training.distributed import DistInfo, all_true, cleanup, init_distributed, mean_across
+from medvid.training.ema import EMA
+from medvid.utils.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medvid.utils.logging import get_logger, setup_logging
+
+log = get_logger("train")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss stayed non-finite for ``optim.max_nan_skips`` consecutive steps."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks (module-level so tests and other entry points can reuse or replace them)
+
+
+def build_model(cfg: TrainConfig, context_dim: int | None = None) -> torch.nn.Module:
+    from medvid.models import create_model
+
+    kwargs = dict(cfg.model.overrides)
+    if context_dim is not None:
+        kwargs["context_dim"] = context_dim
+    return create_model(cfg.model.name, **kwargs)
+
+
+def model_from_config(model_config: dict[str, Any]) -> torch.nn.Module:
+    """Rebuild a backbone from the resolved ``model.config`` stored in a checkpoint."""
+    from medvid.models import create_model_from_config
+
+    return create_model_from_config(dict(model_config))
+
+
+def build_dataset(cfg: TrainConfig):
+    d = cfg.data
+    if d.source == "latents":
+        from medvid.data import LatentDataset
+
+        if not Path(d.latent_dir).is_dir():
+            raise ValueError(f"data.latent_dir {d.latent_dir} does not exist; run `medvid encode` first or fix the path")
+        return LatentDataset(d.latent_dir, split=d.split, flow_features_dir=cfg.align.features_dir if cfg.align.enabled else None)
+    from medvid.data import ClipDataset
+
+    if not Path(d.manifest).is_file():
+        raise ValueError(f"data.manifest {d.manifest} does not exist; run `medvid prepare` first or fix the path")
+    return ClipDataset(d.manifest, split=d.split, num_frames=d.num_frames, frame_stride=d.frame_stride,
+                       resolution=d.resolution, extra_flow_frame=True, num_images=d.num_images,
+                       hflip=d.hflip, seed=cfg.seed)
+
+
+TINY_RANDOM = re.compile(r"^tiny-random\(seed=(\d+)\)$")
+
+
+def build_vae(spec: Any, device: torch.device):
+    """A VideoVAE from what a run records: a folder path, ``"tiny-random(seed=N)"`` (a tiny random
+    CogVideoX VAE, see ``medvid.latents.tiny_vae``), a ``VideoVAE.describe()`` dict, or a VAE object."""
+    from medvid.latents import VideoVAE, load_vae, tiny_vae
+
+    if isinstance(spec, dict):
+        source = str(spec.get("source", ""))
+        m = TINY_RANDOM.match(source)
+        if m and spec.get("config"):
+            # Rebuild the random VAE exactly as tiny_vae did: same seed, same config.
+            from diffusers import AutoencoderKLCogVideoX
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(m.group(1)))
+                module = AutoencoderKLCogVideoX.from_config(spec["config"])
+            vae = VideoVAE(module, source=source)
+        elif source and Path(source).exists():
+            vae = load_vae(source)
+        else:
+            raise ValueError(
+                f"the run's VAE ({source or 'unnamed'}) cannot be found; pass its folder explicitly (--vae PATH)"
+            )
+    elif isinstance(spec, (str, Path)) and TINY_RANDOM.match(str(spec)):
+        vae = tiny_vae(seed=int(TINY_RANDOM.match(str(spec)).group(1)))
+    elif isinstance(spec, (str, Path)):
+        vae = load_vae(spec)
+    else:
+        vae = spec
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def vae_spec_for(cfg: TrainConfig) -> Any:
+    """What ``build_vae`` needs to decode this run's latents (the sampler reads it from the checkpoint):
+    ``data.vae`` for runs on videos, the ``vae`` entry of the latent folder's meta.json otherwise."""
+    if cfg.data.source == "videos":
+        return cfg.data.vae
+    meta = Path(cfg.data.latent_dir) / "meta.json"
+    if meta.is_file():
+        return json.loads(meta.read_text()).get("vae")
+    return None
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled item order of ``epoch``: a function of (seed, epoch) only, so resumable."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_items, generator=g)
+
+
+def enable_grad_checkpointing(model: torch.nn.Module) -> bool:
+    """Recompute each block's activations in the backward pass (``torch.utils.checkpoint``)."""
+    from torch.utils.checkpoint import checkpoint
+
+    if hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+        return True
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        return False
+    for blk in blocks:
+        fwd = blk.forward
+        blk.forward = functools.partial(checkpoint, fwd, use_reentrant=False)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, info: DistInfo):
+        self.cfg, self.info, self.out = cfg, info, Path(out_dir)
+        self.device = info.device
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        setup_logging(self.out / "log.txt", rank=info.rank)
+        # Same initial weights on every rank (DDP also broadcasts them).
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        random.seed(cfg.seed)
+
+        self.dataset = build_dataset(cfg)
+        self.text = None
+        context_dim = None
+        if cfg.text.enabled:
+            from medvid.t2v.text import build_text_conditioner
+
+            self.text = build_text_conditioner(cfg.text, device=self.device)
+            context_dim = self.text.context_dim
+        model = build_model(cfg, context_dim).to(self.device)
+        self.model_config = dict(getattr(model, "config", {"name": cfg.model.name, **cfg.model.overrides}))
+        if cfg.model.grad_checkpointing and not enable_grad_checkpointing(model):
+            log.warning("model.grad_checkpointing: %s has no blocks to checkpoint; ignored", type(model).__name__)
+        self.model = model
+        self.learn_sigma = bool(getattr(model, "learn_sigma", True))
+        dc = cfg.diffusion
+        self.diffusion = GaussianDiffusion(dc.num_timesteps, dc.beta_start, dc.beta_end, learn_sigma=self.learn_sigma)
+        self.ema = EMA(model, cfg.optim.ema_decay, cfg.optim.ema_warmup) if info.is_main else None
+        oc = cfg.optim
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=oc.phases[0].lr, betas=tuple(oc.betas),
+                                           weight_decay=oc.weight_decay)
+        self.ddp = None
+        if info.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.aligner = None
+        if cfg.align.enabled:
+            from medvid.flow.alignment import build_alignment
+
+            self.aligner = build_alignment(cfg.align, model)
+        self.vae = build_vae(cfg.data.vae, self.device) if cfg.data.source == "videos" else None
+        self.use_bf16 = cfg.mixed_precision == "bf16" and self.device.type == "cuda"
+        # Timesteps and noise for the global batch; identical on every rank.
+        self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.text_gen = torch.Generator().manual_seed(cfg.seed + 2 + info.rank)
+        self.step = 0
+        self.epoch = 0
+        self.batch_index = 0  # next global batch inside self.epoch
+        self.nan_streak = 0
+        self.writer = None
+        self.last_saved_step = -1
+
+    # -- schedule ----------------------------------------------------------------------------------
+    def batches_per_epoch(self, epoch: int) -> int:
+        return len(self.dataset) // self.cfg.optim.phase(epoch).batch_size
+
+    def total_steps(self) -> int:
+        total = sum(self.batches_per_epoch(e) for e in range(self.cfg.epochs))
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def micro_layout(self, batch_size: int) -> tuple[int, int]:
+        """(micro batch per process, accumulation steps) for a global ``batch_size``."""
+        world = self.info.world_size
+        micro = self.cfg.optim.micro_batch_size or batch_size // world
+        if micro < 1 or batch_size % (world * micro):
+            raise ValueError(
+                f"global batch {batch_size} is not divisible by {world} process(es) x micro batch {micro}; "
+                "change optim.phases[].batch_size or optim.micro_batch_size"
+            )
+        return micro, batch_size // (world * micro)
+
+    def lr_at(self, epoch: int, step: int) -> float:
+        lr = self.cfg.optim.phase(epoch).lr
+        w = self.cfg.optim.warmup_steps
+        return lr * min(1.0, (step + 1) / w) if w else lr
+
+    # -- data -> latents ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def to_latents(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """A collated batch -> (x0 (B, F_v + N_img, C, h, w), num_images)."""
+        if self.vae is None:
+            x0 = batch["latents"].to(self.device, torch.float32)
+            n = batch.get("num_images", 0)
+            n = torch.as_tensor(n)
+            if n.numel() > 1 and not bool((n == n.flatten()[0]).all()):
+                raise ValueError("items of one batch carry different num_images; re-encode with a fixed --num-images")
+            return x0, int(n.flatten()[0]) if n.numel() else 0
+        video = batch["video"].to(self.device)  # (B, T, 3, H, W), T = num_frames + flow frame
+        frames = video[:, : self.cfg.data.num_frames]
+        zv = self.vae.encode(frames)  # (B, f, C, h, w), already scaled
+        images = batch.get("images")
+        if images is None or images.shape[1] == 0:
+            return zv.float(), 0
+        zi = self.vae.encode_images(images.to(self.device))  # (B, N, C, h, w): each image alone
+        return torch.cat([zv, zi], dim=1).float(), images.shape[1]
+
+    def loader(self, micro_batches: list[list[int]]) -> DataLoader:
+        # An own generator: creating the iterator must not draw from the global RNG (resume exactness).
+        return DataLoader(self.dataset, batch_sampler=micro_batches, num_workers=self.cfg.data.num_workers,
+                          collate_fn=default_collate, generator=torch.Generator().manual_seed(0),
+                          pin_memory=self.device.type == "cuda")
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def gather_rng(self) -> list[dict]:
+        mine = {"global": rng_state(), "text": self.text_gen.get_state()}
+        if not self.info.distributed:
+            return [mine]
+        states: list[Any] = [None] * self.info.world_size
+        dist.all_gather_object(states, mine)
+        return states
+
+    def save(self) -> Path | None:
+        rngs = self.gather_rng()  # collective: every rank takes part
+        path = None
+        if self.info.is_main:
+            state = {
+                "step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
+                "nan_streak": self.nan_streak, "ema_updates": self.ema.num_updates,
+                "world_size": self.info.world_size, "lr": self.optimizer.param_groups[0]["lr"],
+                "model_config": self.model_config, "diffusion": self.diffusion.describe(),
+                "vae": vae_spec_for(self.cfg), "learn_sigma": self.learn_sigma,
+                "num_classes": int(getattr(self.model, "num_classes", 0) or 0),
+                "latent_shape": list(self.latent_shape()),
+            }
+            groups = {
+                "model": self.model.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": {"ranks": rngs, "noise": self.noise_gen.get_state()},
+            }
+            path = save_checkpoint(self.out, self.step, groups, state, to_dict(self.cfg), keep_last=self.cfg.keep_last)
+            log.info("checkpoint %s", path)
+        if self.info.distributed:
+            dist.barrier()
+        self.last_saved_step = self.step
+        return path
+
+    def load(self, path: Path) -> None:
+        groups, state, _ = load_checkpoint(path)
+        self.model.load_state_dict(groups["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(groups["ema"], int(state.get("ema_updates", 0)))
+        self.optimizer.load_state_dict(groups["optimizer"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_index, self.nan_streak = int(state["batch_index"]), int(state.get("nan_streak", 0))
+        self.noise_gen.set_state(groups["rng"]["noise"])
+        ranks = groups["rng"]["ranks"]
+        if len(ranks) != self.info.world_size:
+            log.warning("checkpoint was written by %d process(es), resuming with %d: RNG streams restart",
+                        len(ranks), self.info.world_size)
+        mine = ranks[self.info.rank] if self.info.rank < len(ranks) else ranks[0]
+        set_rng_state(mine["global"])
+        self.text_gen.set_state(mine["text"])
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", path, self.step, self.epoch, self.batch_index)
+
+    # -- one optimiser step ------------------------------------------------------------------------
+    def train_step(self, micro_iter, micro: int, accum: int, batch_size: int) -> dict[str, float] | None:
+        model = self.ddp or self.model
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        world, rank = self.info.world_size, self.info.rank
+        t_all = noise_all = None
+        totals = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "align": 0.0}
+        finite = True
+        for a in range(accum):
+            batch = next(micro_iter)
+            x0, num_images = self.to_latents(batch)
+            if t_all is None:  # one draw per step for the global batch (see module docstring)
+                t_all = self.diffusion.sample_timesteps(batch_size, self.noise_gen)
+                noise_all = torch.randn((batch_size, *x0.shape[1:]), generator=self.noise_gen)
+            off = (a * world + rank) * micro
+            t = t_all[off : off + micro].to(self.device)
+            noise = noise_all[off : off + micro].to(self.device)
+            kwargs: dict[str, Any] = {"num_images": num_images}
+            if self.cfg.data.label_field:
+                kwargs["y"] = torch.as_tensor(batch[self.cfg.data.label_field]).long().to(self.device)
+            if self.text is not None:
+                ctx, mask = self.text(list(batch[self.cfg.text.caption_field]), train=True, generator=self.text_gen)
+                kwargs["context"], kwargs["context_mask"] = ctx.to(self.device), mask.to(self.device)
+            sync = contextlib.nullcontext() if (self.ddp is None or a == accum - 1) else self.ddp.no_sync()
+            amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
+            with sync:
+                with amp:
+                    x_t = self.diffusion.q_sample(x0, t, noise)
+                    if self.aligner is not None:
+                        out, feats = model(x_t, t, return_features=True, **kwargs)
+                    else:
+                        out = model(x_t, t, **kwargs)
+                terms = self.diffusion.training_losses(out.float(), x0, x_t, t, noise)
+                loss = terms["loss"].mean()
+                if self.aligner is not None:
+                    la = self.aligner([f.float() for f in feats], batch, t, num_images)
+                    loss = loss + la
+                    totals["align"] += float(la.detach()) / accum
+                finite = finite and bool(torch.isfinite(loss.detach()))
+                (loss / accum).backward()
+            totals["loss"] += float(loss.detach()) / accum
+            totals["mse"] += float(terms["mse"].detach().mean()) / accum
+            totals["vb"] += float(terms["vb"].detach().mean()) / accum
+        clip = self.cfg.optim.grad_clip if self.epoch >= self.cfg.optim.clip_from_epoch else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        finite = all_true(finite and bool(torch.isfinite(grad_norm)), self.info)
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        totals["grad_norm"] = float(grad_norm)
+        vals = mean_across(torch.tensor([totals[k] for k in ("loss", "mse", "vb", "align")], dtype=torch.float64), self.info)
+        totals.update(zip(("loss", "mse", "vb", "align"), vals.tolist()))
+        return totals
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self, resume: str | Path | None = None) -> Path:
+        cfg = self.cfg
+        if resume:
+            path = latest_checkpoint(self.out) if str(resume) == "auto" else Path(resume)
+            if path is not None:
+                self.load(path)
+            elif str(resume) != "auto":
+                raise ValueError(f"--resume {resume}: no checkpoint there")
+            else:
+                log.info("--resume auto: no checkpoint in %s, starting fresh", self.out)
+        self.trim_metrics()
+        if self.info.is_main:
+            save_yaml(cfg, self.out / "config.yaml")
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.out / "tb"))
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("model %s: %.2fM parameters; %d clips; %d process(es) on %s%s", self.model_config.get("name"),
+                 n_params / 1e6, len(self.dataset), self.info.world_size, self.device, " (bf16)" if self.use_bf16 else "")
+        total = self.total_steps()
+        bar = None
+        if cfg.progress and self.info.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=min(self.step, total), desc="train", unit="step", dynamic_ncols=True)
+        window = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "align": 0.0, "grad_norm": 0.0, "n": 0}
+        t_window, clips_window = time.perf_counter(), 0
+        done = cfg.max_steps is not None and self.step >= cfg.max_steps
+        while not done and self.epoch < cfg.epochs:
+            phase = cfg.optim.phase(self.epoch)
+            bs = phase.batch_size
+            micro, accum = self.micro_layout(bs)
+            n_batches = len(self.dataset) // bs
+            if n_batches == 0:
+                raise ValueError(
+                    f"the dataset has {len(self.dataset)} clip(s), fewer than the batch size {bs} of epoch "
+                    f"{self.epoch}; lower optim.phases[].batch_size or add data"
+                )
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(self.epoch)
+            order = epoch_order(len(self.dataset), cfg.seed, self.epoch).tolist()
+            world, rank = self.info.world_size, self.info.rank
+            micro_batches = []
+            for b in range(self.batch_index, n_batches):
+                g = order[b * bs : (b + 1) * bs]
+                for a in range(accum):
+                    off = (a * world + rank) * micro
+                    micro_batches.append(g[off : off + micro])
+            it = iter(self.loader(micro_batches)) if micro_batches else iter(())
+            while self.batch_index < n_batches:
+                lr = self.lr_at(self.epoch, self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                terms = self.train_step(it, micro, accum, bs)
+                self.batch_index += 1
+                if terms is None:
+                    self.nan_streak += 1
+                    log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row, limit %d)",
+                                self.step, self.nan_streak, cfg.optim.max_nan_skips)
+                    if self.writer:
+                        self.writer.add_scalar("train/skipped_nonfinite", self.nan_streak, self.step)
+                    if self.nan_streak >= cfg.optim.max_nan_skips:
+                        last = latest_checkpoint(self.out)
+                        raise TrainingDivergedError(
+                            f"the loss was NaN/inf for {self.nan_streak} consecutive steps (epoch {self.epoch}, "
+                            f"step {self.step}); stopped. The last good checkpoint is {last or 'none (none saved yet)'}. "
+                            "Lower the learning rate (optim.phases[].lr), enable clipping earlier "
+                            "(optim.clip_from_epoch) or check the data, then resume with --resume auto."
+                        )
+                    continue
+                self.nan_streak = 0
+                self.step += 1
+                self.write_metrics({"step": self.step, "epoch": self.epoch, "lr": lr, **terms})
+                clips_window += bs
+                for k in ("loss", "mse", "vb", "align", "grad_norm"):
+                    window[k] += terms[k]
+                window["n"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{terms['loss']:.4f}", epoch=self.epoch, refresh=False)
+                if self.step % cfg.log_every == 0:
+                    self.log_window(window, clips_window / (time.perf_counter() - t_window), lr)
+                    window = dict.fromkeys(window, 0.0)
+                    window["n"] = 0
+                    t_window, clips_window = time.perf_counter(), 0
+                if self.step % cfg.ckpt_every == 0:
+                    self.save()
+                if cfg.sample.every and self.step % cfg.sample.every == 0:
+                    self.write_samples()
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    done = True
+                    break
+            if not done:
+                self.epoch += 1
+                self.batch_index = 0
+        if bar is not None:
+            bar.close()
+        if self.last_saved_step != self.step:
+            self.save()
+        if self.writer:
+            self.writer.close()
+        final = latest_checkpoint(self.out)
+        log.info("training done: step %d, epoch %d, checkpoint %s", self.step, self.epoch, final)
+        return final
+
+    def write_metrics(self, row: dict) -> None:
+        """One JSON line per optimiser step in OUT/metrics.jsonl (rank 0)."""
+        if self.info.is_main:
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def trim_metrics(self) -> None:
+        """After a resume, drop lines of steps the checkpoint does not contain (a crash after it)."""
+        path = self.out / "metrics.jsonl"
+        if not self.info.is_main or not path.is_file():
+            return
+        keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+        path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+
+    def log_window(self, w: dict, clips_per_s: float, lr: float) -> None:
+        n = max(w["n"], 1)
+        msg = {k: w[k] / n for k in ("loss", "mse", "vb", "align", "grad_norm")}
+        log.info("step %d epoch %d | loss %.4f mse %.4f vb %.4f align %.4f | grad %.3f lr %.2e | %.2f clips/s",
+                 self.step, self.epoch, msg["loss"], msg["mse"], msg["vb"], msg["align"], msg["grad_norm"], lr, clips_per_s)
+        if self.writer:
+            for k, v in msg.items():
+                self.writer.add_scalar(f"train/{k}", v, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            self.writer.add_scalar("train/clips_per_s", clips_per_s, self.step)
+            self.writer.add_scalar("train/epoch", self.epoch, self.step)
+
+    def write_samples(self) -> None:
+        """Sample videos from the EMA weights into OUT/samples/step-XXXXXXXX (rank 0; RNG untouched)."""
+        if not self.info.is_main:
+            return
+        from medvid.sampling.generate import SampleSpec, generate_to_dir
+
+        sc = self.cfg.sample
+        spec = SampleSpec(num=sc.num, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, cfg_scale=sc.cfg_scale,
+                          seed=self.cfg.seed, fps=sc.fps, caption=sc.caption or None)
+        try:
+            generate_to_dir(self.ema.model, self.diffusion, self.latent_shape(), spec,
+                            self.out / "samples" / f"step-{self.step:08d}", vae=self.sample_vae(),
+                            text=self.text, num_classes=int(getattr(self.model, "num_classes", 0) or 0))
+        except Exception as e:  # a sampling failure must never kill a long run
+            log.warning("sampling at step %d failed: %s", self.step, e)
+
+    def latent_shape(self) -> tuple[int, ...]:
+        """(F_video, C, h, w) of one training latent, without the joint-training images."""
+        if not hasattr(self, "_latent_shape"):
+            item = self.dataset[0]
+            if "latents" in item:
+                f = item["latents"].shape[0] - int(item.get("num_images", 0))
+                self._latent_shape = (f, *item["latents"].shape[1:])
+            else:
+                with torch.no_grad(), torch.random.fork_rng(devices=[]):  # leave the training RNG alone
+                    z = self.vae.encode(item["video"][None, : self.cfg.data.num_frames].to(self.device))
+                self._latent_shape = tuple(z.shape[1:])
+        return self._latent_shape
+
+    def sample_vae(self):
+        if self.vae is not None:
+            return self.vae
+        if not hasattr(self, "_sample_vae"):
+            spec = vae_spec_for(self.cfg)
+            self._sample_vae = None
+            if spec:
+                try:
+                    self._sample_vae = build_vae(spec, self.device)
+                except Exception as e:
+                    log.warning("cannot load the VAE %s for sample videos (%s): writing latents only", spec, e)
+        return self._sample_vae
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: str | Path | None = None) -> Path:
+    """Train per ``cfg`` into ``out_dir``; ``resume="auto"`` continues from its latest checkpoint.
+
+    Returns the final checkpoint folder. Under torchrun every process calls this; rank 0 writes.
+    """
+    info = init_distributed(cfg.device)
+    try:
+        return Trainer(cfg, out_dir, info).run(resume)
+    finally:
+        cleanup(info)
