@@ -85,7 +85,10 @@ def find_content_box(
     min_len = int(min_line_fraction * min(h, w))
     rows, cols = set(), set()
     for mask, is_row in (((gy > 2 * gx), True), ((gx > 2 * gy), False)):
-        lines = cv2.HoughLinesP(np.where(mask, edges, 0).astype(np.uint8), 1, np.pi / 180,
+        # a compressed bar edge zig-zags over two rows: thicken across the line before voting
+        kernel = np.ones((3, 1) if is_row else (1, 3), np.uint8)
+        oriented = cv2.dilate(np.where(mask, edges, 0).astype(np.uint8), kernel)
+        lines = cv2.HoughLinesP(oriented, 1, np.pi / 180,
                                 threshold=max(10, min_len // 2), minLineLength=min_len, maxLineGap=16)
         for x1, y1, x2, y2 in ([] if lines is None else np.asarray(lines).reshape(-1, 4)):
             if is_row and abs(int(y2) - int(y1)) <= 2:
