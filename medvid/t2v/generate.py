@@ -1,0 +1,389 @@
+"""`medvid generate`: text-to-video from a MedSora checkpoint trained with captions, or from Wan2.1.
+
+    medvid generate --model wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --lora runs/wan-lora/lora \\
+        --prompt "laparoscopic cholecystectomy, the grasper retracts the gallbladder fundus" --out videos/
+    medvid generate --model wan --checkpoint runs/wan-lora --batch prompts.json --out videos/
+    medvid generate --model medsora --checkpoint runs/medsora-text --prompt "echocardiogram ..." --out videos/
+
+Every video is ``OUT/<name>.mp4`` plus ``OUT/<name>.json`` (prompt, negative prompt, seed, model,
+checkpoint, LoRA, settings, seconds). The sidecar is written last, so it marks a finished video: a
+batch that is interrupted and started again skips every prompt whose sidecar and mp4 exist.
+
+Defaults follow MedGen's release for Wan (480x832, 81 frames, 50 steps, guidance 5, its negative
+prompt); MedSora samples at the size it was trained on with DDIM (the run's ``sample.steps``) and
+guidance 4, and uses the null text (the empty caption) as the unconditional branch unless a
+negative prompt is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+
+from medvid.t2v.prompts import PromptSpec, load_prompts, slugify
+from medvid.utils.logging import get_logger
+
+log = get_logger("t2v.generate")
+
+MEDSORA_GUIDANCE = 4.0
+
+
+@dataclass
+class GenerateConfig:
+    model: Literal["medsora", "wan"]
+    checkpoint: str
+    """wan: a diffusers Wan2.1 folder or a train-wan run folder; medsora: a `medvid train` run or step-* folder."""
+    out: str = "generated"
+    prompt: str | None = None
+    batch: str | None = None
+    """prompts.json: a list of strings or of {"prompt", "seed", "negative_prompt", "name"} objects."""
+    name: str | None = None
+    """Output name for --prompt (default: the first words of the prompt)."""
+    lora: str | None = None
+    """wan: a LoRA folder (pytorch_lora_weights.safetensors), .safetensors file or train-wan run folder."""
+    lora_scale: float = 1.0
+    negative_prompt: str | None = None
+    """Default for every prompt (None: MedGen's negative prompt for wan, the null text for medsora)."""
+    seed: int = 0
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    fps: float | None = None
+    sampler: str = "ddim"
+    """medsora only: ddim, ddpm or dpm++."""
+    max_sequence_length: int = 512
+    """wan only: T5 tokens per prompt."""
+    use_ema: bool = True
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.model not in ("medsora", "wan"):
+            raise ValueError(f"--model {self.model!r}: choose medsora or wan")
+        if (self.prompt is None) == (self.batch is None):
+            raise ValueError("give exactly one of --prompt TEXT or --batch prompts.json")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("--prompt is empty; write the text to generate")
+        for k in ("height", "width", "num_frames", "steps"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+        if self.guidance is not None and self.guidance < 0:
+            raise ValueError(f"--guidance must be >= 0, got {self.guidance}")
+
+
+def prompt_specs(cfg: GenerateConfig) -> list[PromptSpec]:
+    if cfg.batch is not None:
+        specs = load_prompts(cfg.batch, base_seed=cfg.seed)
+    else:
+        from medvid.t2v.prompts import parse_prompts
+
+        entry = {"prompt": cfg.prompt, "seed": cfg.seed, "name": cfg.name or slugify(cfg.prompt)}
+        specs = parse_prompts([entry], source="--prompt", base_seed=cfg.seed)
+    return specs
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def is_done(out_dir: Path, name: str) -> bool:
+    return (out_dir / f"{name}.json").is_file() and (out_dir / f"{name}.mp4").is_file()
+
+
+# ---------------------------------------------------------------------------------------- Wan
+
+
+def resolve_wan_checkpoint(checkpoint: str | Path, lora: str | Path | None, use_ema: bool = True) -> dict[str, Any]:
+    """-> {"base": diffusers folder, "lora": LoRA folder/file or None, "transformer": folder or None}.
+
+    ``checkpoint`` is a diffusers Wan folder, or a train-wan run folder (its config names the base
+    model; its ``lora[-ema]/`` or ``transformer[-ema]/`` export is used)."""
+    from medvid.t2v.wan import LORA_WEIGHT_NAME, require_wan_folder
+
+    ck = Path(checkpoint)
+    out: dict[str, Any] = {"base": None, "lora": None, "transformer": None}
+    if (ck / "model_index.json").is_file():
+        out["base"] = ck
+    elif (ck / "config.yaml").is_file() and ((ck / "lora").is_dir() or (ck / "transformer").is_dir()):
+        import yaml
+
+        run = yaml.safe_load((ck / "config.yaml").read_text()) or {}
+        out["base"] = require_wan_folder(run.get("model_path"))
+        kind = "lora" if run.get("mode", "lora") == "lora" else "transformer"
+        pick = ck / f"{kind}-ema" if use_ema and (ck / f"{kind}-ema").is_dir() else ck / kind
+        out[kind] = pick
+    else:
+        out["base"] = require_wan_folder(ck)  # MissingWeightsError / "not a diffusers folder"
+    if lora is not None:
+        lp = Path(lora)
+        if lp.is_dir() and not (lp / LORA_WEIGHT_NAME).is_file() and (lp / "lora" / LORA_WEIGHT_NAME).is_file():
+            lp = lp / "lora"  # a train-wan run folder
+        if not (lp.is_file() and lp.suffix == ".safetensors") and not (lp / LORA_WEIGHT_NAME).is_file():
+            raise ValueError(
+                f"--lora {lora}: expected a folder holding {LORA_WEIGHT_NAME} (medvid train-wan's OUT/lora), "
+                "a .safetensors LoRA file, or a train-wan run folder"
+            )
+        out["lora"] = lp
+    return out
+
+
+def load_wan_for_generation(cfg: GenerateConfig, device: torch.device):
+    from medvid.t2v.wan import load_wan_pipeline
+
+    where = resolve_wan_checkpoint(cfg.checkpoint, cfg.lora, cfg.use_ema)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    pipe = load_wan_pipeline(where["base"], dtype=torch.bfloat16 if bf16 else torch.float32, device="cpu")
+    if where["transformer"] is not None:
+        from diffusers import WanTransformer3DModel
+
+        pipe.transformer = WanTransformer3DModel.from_pretrained(where["transformer"]).to(pipe.transformer.dtype)
+    if where["lora"] is not None:
+        lp = Path(where["lora"])
+        if lp.is_file():
+            pipe.load_lora_weights(str(lp.parent), weight_name=lp.name, adapter_name="medvid")
+        else:
+            pipe.load_lora_weights(str(lp), adapter_name="medvid")
+        if cfg.lora_scale != 1.0:
+            pipe.set_adapters(["medvid"], adapter_weights=[cfg.lora_scale])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device), where
+
+
+def wan_settings(cfg: GenerateConfig) -> dict[str, Any]:
+    from medvid.t2v import wan as W
+
+    return {
+        "height": cfg.height or W.WAN_HEIGHT,
+        "width": cfg.width or W.WAN_WIDTH,
+        "num_frames": cfg.num_frames or W.WAN_NUM_FRAMES,
+        "steps": cfg.steps or W.WAN_STEPS,
+        "guidance": W.WAN_GUIDANCE if cfg.guidance is None else cfg.guidance,
+        "fps": cfg.fps or W.WAN_FPS,
+        "max_sequence_length": cfg.max_sequence_length,
+        "lora_scale": cfg.lora_scale,
+    }
+
+
+def wan_video(pipe, spec: PromptSpec, negative: str | None, s: dict[str, Any]) -> np.ndarray:
+    """One video as uint8 (T, H, W, 3); the noise comes from a CPU generator seeded with spec.seed,
+    so a seed gives the same video on any device."""
+    from medvid.t2v.wan import frames_to_uint8
+
+    out = pipe(
+        prompt=spec.prompt,
+        negative_prompt=negative,
+        height=s["height"],
+        width=s["width"],
+        num_frames=s["num_frames"],
+        num_inference_steps=s["steps"],
+        guidance_scale=s["guidance"],
+        generator=torch.Generator("cpu").manual_seed(spec.seed),
+        output_type="np",
+        max_sequence_length=s["max_sequence_length"],
+    )
+    return frames_to_uint8(out.frames[0])
+
+
+# ------------------------------------------------------------------------------------ MedSora
+
+
+def load_medsora_for_generation(cfg: GenerateConfig, device: torch.device) -> dict[str, Any]:
+    """Model (EMA weights by default), diffusion, VAE and text conditioner of a `medvid train` run."""
+    from medvid.config import from_dict
+    from medvid.diffusion import GaussianDiffusion
+    from medvid.t2v.text import build_text_conditioner
+    from medvid.training.config import TextConfig
+    from medvid.training.trainer import build_vae, model_from_config
+    from medvid.utils.checkpoint import load_checkpoint
+
+    weights = "ema" if cfg.use_ema else "model"
+    groups, state, config = load_checkpoint(cfg.checkpoint, groups=[weights])
+    if "model_config" not in state or "latent_shape" not in state:
+        raise ValueError(f"--checkpoint {cfg.checkpoint} is not a `medvid train` checkpoint (no model_config in state.json)")
+    text_cfg = (config or {}).get("text") or {}
+    if not text_cfg.get("enabled"):
+        raise ValueError(
+            f"--checkpoint {cfg.checkpoint} was trained without text (text.enabled: false in its config.yaml); "
+            "use `medvid sample` for it, or train with text.enabled: true"
+        )
+    if weights not in groups:
+        raise ValueError(f"--checkpoint {cfg.checkpoint} holds no {weights!r} weights; use --no-ema")
+    if any(getattr(cfg, k) is not None for k in ("height", "width", "num_frames")):
+        raise ValueError("--height/--width/--num-frames: MedSora generates the latent size it was trained on; drop them")
+    model = model_from_config(state["model_config"])
+    model.load_state_dict(groups[weights])
+    model.to(device).eval()
+    d = state.get("diffusion") or {}
+    diffusion = GaussianDiffusion(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
+                                  learn_sigma=bool(state.get("learn_sigma", True)))
+    if state.get("vae") is None:
+        raise ValueError(f"--checkpoint {cfg.checkpoint} does not record its VAE; it cannot be decoded to video")
+    vae = build_vae(state["vae"], device)
+    text = build_text_conditioner(from_dict(TextConfig, text_cfg, where=f"{cfg.checkpoint} text config"), device=device)
+    sample_cfg = (config or {}).get("sample") or {}
+    return {"model": model, "diffusion": diffusion, "vae": vae, "text": text, "latent_shape": tuple(state["latent_shape"]),
+            "default_steps": int(sample_cfg.get("steps", 250)), "default_fps": float(sample_cfg.get("fps", 8.0)),
+            "step": state.get("step")}
+
+
+def medsora_settings(cfg: GenerateConfig, m: dict[str, Any]) -> dict[str, Any]:
+    f, c, h, w = m["latent_shape"]
+    return {"latent_shape": [f, c, h, w], "sampler": cfg.sampler, "steps": cfg.steps or m["default_steps"],
+            "guidance": MEDSORA_GUIDANCE if cfg.guidance is None else cfg.guidance, "fps": cfg.fps or m["default_fps"],
+            "weights": "ema" if cfg.use_ema else "model", "train_step": m["step"]}
+
+
+@torch.no_grad()
+def medsora_latents(m: dict[str, Any], prompt: str, negative: str | None, seed: int, s: dict[str, Any]) -> torch.Tensor:
+    """Sample latents (1, F, C, h, w) for one prompt with classifier-free guidance.
+
+    The conditional branch sees the prompt's encoding; the unconditional one the negative prompt's
+    (or the null text). Guidance 1 is exactly the conditional model (the unconditional branch is
+    not evaluated)."""
+    from medvid.diffusion import sample
+
+    model, text = m["model"], m["text"]
+    device = next(model.parameters()).device
+    ctx, mask = text.encode([prompt])
+    nctx, nmask = text.negative(negative, 1)
+    cond = {"context": ctx.to(device), "context_mask": mask.to(device)}
+    uncond = {"context": nctx.to(device), "context_mask": nmask.to(device)}
+    noise = torch.randn((1, *m["latent_shape"]), generator=torch.Generator().manual_seed(seed))
+    return sample(
+        lambda x, t: model(x, t, **cond), noise.shape, m["diffusion"], sampler=s["sampler"], steps=s["steps"],
+        cfg_scale=s["guidance"], uncond_fn=(lambda x, t: model(x, t, **uncond)) if s["guidance"] != 1.0 else None,
+        generator=torch.Generator().manual_seed(seed + 1), noise=noise, device=device,
+    )
+
+
+def medsora_video(m: dict[str, Any], spec: PromptSpec, negative: str | None, s: dict[str, Any]) -> np.ndarray:
+    from medvid.utils.video import to_uint8
+
+    z = medsora_latents(m, spec.prompt, negative, spec.seed, s)
+    video = m["vae"].decode(z)[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
+    return to_uint8(video)
+
+
+# ------------------------------------------------------------------------------------- driver
+
+
+def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, list[Path]]:
+    """Generate every prompt of ``cfg`` into ``cfg.out``; returns {"written": [...], "skipped": [...]} mp4 paths."""
+    from tqdm.auto import tqdm
+
+    from medvid.utils.video import write_mp4
+
+    specs = prompt_specs(cfg)  # validate the prompt file before loading any model
+    out_dir = Path(cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in specs if cfg.overwrite or not is_done(out_dir, s.name)]
+    skipped = [out_dir / f"{s.name}.mp4" for s in specs if s not in todo]
+    if skipped:
+        log.info("%d of %d video(s) already in %s; generating the other %d", len(skipped), len(specs), out_dir, len(todo))
+    written: list[Path] = []
+    if not todo:
+        return {"written": written, "skipped": skipped}
+    device = _device(cfg.device)
+    if cfg.model == "wan":
+        from medvid.t2v.wan import WAN_NEGATIVE_PROMPT
+
+        pipe, where = load_wan_for_generation(cfg, device)
+        settings = wan_settings(cfg)
+        default_negative = WAN_NEGATIVE_PROMPT if cfg.negative_prompt is None else cfg.negative_prompt
+        make: Callable[[PromptSpec, str | None], np.ndarray] = lambda spec, neg: wan_video(pipe, spec, neg, settings)  # noqa: E731
+        source = {k: (str(v) if v is not None else None) for k, v in where.items()}
+    else:
+        m = load_medsora_for_generation(cfg, device)
+        settings = medsora_settings(cfg, m)
+        default_negative = cfg.negative_prompt
+        make = lambda spec, neg: medsora_video(m, spec, neg, settings)  # noqa: E731
+        source = {"checkpoint": str(cfg.checkpoint)}
+    bar = tqdm(todo, desc="generate", unit="video", disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(spec.name[:40])
+        negative = spec.negative_prompt if spec.negative_prompt is not None else default_negative
+        t0 = time.perf_counter()
+        frames = make(spec, negative)
+        seconds = time.perf_counter() - t0
+        mp4 = write_mp4(frames, out_dir / f"{spec.name}.mp4", fps=settings["fps"])
+        from medvid import __version__
+
+        _write_json_atomic(out_dir / f"{spec.name}.json", {
+            "name": spec.name, "prompt": spec.prompt, "negative_prompt": negative, "seed": spec.seed,
+            "model": cfg.model, "checkpoint": str(cfg.checkpoint), "lora": cfg.lora, "source": source,
+            "settings": settings, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
+            "width": int(frames.shape[2]), "seconds": round(seconds, 3), "medvid_version": __version__,
+        })
+        written.append(mp4)
+        log.info("%s: %.1fs", mp4, seconds)
+    return {"written": written, "skipped": skipped}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, choices=["medsora", "wan"])
+    parser.add_argument("--checkpoint", required=True,
+                        help="wan: diffusers Wan2.1 folder or train-wan run folder; medsora: medvid train run folder")
+    parser.add_argument("--lora", default=None, help="wan: LoRA folder / .safetensors / train-wan run folder")
+    parser.add_argument("--lora-scale", type=float, default=1.0)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one prompt")
+    src.add_argument("--batch", help="prompts.json: list of strings or {prompt, seed, negative_prompt, name}")
+    parser.add_argument("--out", default="generated", help="output folder (NAME.mp4 + NAME.json per video)")
+    parser.add_argument("--name", default=None, help="output name for --prompt")
+    parser.add_argument("--negative-prompt", default=None, help="default: MedGen's for wan, the null text for medsora")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --prompt; base seed of batch entries without one")
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--num-frames", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    parser.add_argument("--fps", type=float, default=None)
+    parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpm++"], help="medsora only")
+    parser.add_argument("--max-sequence-length", type=int, default=512, help="wan only: T5 tokens")
+    parser.add_argument("--no-ema", action="store_true", help="use raw weights instead of EMA")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--overwrite", action="store_true", help="regenerate videos that already exist")
+
+
+def main(args: argparse.Namespace) -> int:
+    from medvid.utils.weights import MissingWeightsError
+
+    try:
+        cfg = GenerateConfig(
+            model=args.model, checkpoint=args.checkpoint, out=args.out, prompt=args.prompt, batch=args.batch,
+            name=args.name, lora=args.lora, lora_scale=args.lora_scale, negative_prompt=args.negative_prompt,
+            seed=args.seed, height=args.height, width=args.width, num_frames=args.num_frames, steps=args.steps,
+            guidance=args.guidance, fps=args.fps, sampler=args.sampler, max_sequence_length=args.max_sequence_length,
+            use_ema=not args.no_ema, device=args.device, precision=args.precision, overwrite=args.overwrite,
+        )
+        result = generate(cfg)
+    except (ValueError, MissingWeightsError) as e:
+        print(f"medvid generate: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(result['written'])} video(s) written, {len(result['skipped'])} already done, in {args.out}")
+    return 0
+
