@@ -15,6 +15,8 @@ reported under those names or compared with published FID/FVD numbers.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -27,10 +29,7 @@ class EffnetFrames:
     """uint8 frames (N, H, W, 3) -> (N, 1280) pooled EfficientNet-Lite0 features."""
 
     def __init__(self, resolution: int = 224, weights=None):
-        from medvid.nets.efficientnet_lite0 import load_efficientnet_lite0
-
-        # channels_last roughly halves the CPU time of the depthwise convolutions
-        self.net = load_efficientnet_lite0(weights).to(memory_format=torch.channels_last)
+        self.net = _shared_net(None if weights is None else str(weights))
         self.resolution = resolution
 
     @torch.inference_mode()
@@ -45,6 +44,15 @@ class EffnetFrames:
         top, left = (x.shape[-2] - r) // 2, (x.shape[-1] - r) // 2
         x = x[..., top : top + r, left : left + r].contiguous(memory_format=torch.channels_last)
         return self.net.pooled(x)
+
+
+@functools.lru_cache(maxsize=2)
+def _shared_net(weights: str | None):
+    """One frozen network per process (loading the checkpoint costs more than a small evaluation)."""
+    from medvid.nets.efficientnet_lite0 import load_efficientnet_lite0
+
+    # channels_last roughly halves the CPU time of the depthwise convolutions
+    return load_efficientnet_lite0(weights).to(memory_format=torch.channels_last)
 
 
 def clip_features(frame_feats: torch.Tensor, clip_length: int) -> torch.Tensor:
