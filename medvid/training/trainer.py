@@ -21,6 +21,7 @@ import json
 import math
 import random
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -380,6 +381,9 @@ class Trainer:
                 log.info("--resume auto: no checkpoint in %s, starting fresh", self.out)
         self.trim_metrics()
         if self.info.is_main:
+            # Leftovers of a process killed while saving (the checkpoints themselves are intact).
+            for junk in [*self.out.glob(".tmp-step-*"), *self.out.glob(".old-step-*")]:
+                shutil.rmtree(junk, ignore_errors=True)
             save_yaml(cfg, self.out / "config.yaml")
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter

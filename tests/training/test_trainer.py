@@ -118,7 +118,7 @@ def test_disk_full_while_saving_keeps_the_old_checkpoint(tiny_data, tmp_path, mo
 
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_data, tmp_path):
-    common = {"max_steps": 2, "optim.ema_decay": 0.0}
+    common = {"max_steps": 2, "model.overrides.attn_dropout": 0.0}  # dropout masks depend on the batch split
     train(tiny_config(tiny_data["latent_dir"], **common), tmp_path / "full")
     train(tiny_config(tiny_data["latent_dir"], **common, **{"optim.micro_batch_size": 1}), tmp_path / "accum")
     ra, rb = metrics(tmp_path / "full"), metrics(tmp_path / "accum")
@@ -127,10 +127,8 @@ def test_gradient_accumulation_matches_the_full_batch(tiny_data, tmp_path):
         assert [r[key] for r in ra] == pytest.approx([r[key] for r in rb], rel=1e-5), key
     a, _ = weights(tmp_path / "full")
     b, _ = weights(tmp_path / "accum")
-    # Adam's first steps move every weight by ~lr * sign(grad): where a gradient is ~0 (float noise),
-    # the sign may differ, so a few elements may differ by up to 2 lr; all others agree to float precision.
-    diff = torch.cat([(a["model"][k] - b["model"][k]).abs().flatten() for k in a["model"]])
-    assert (diff > 1e-5).float().mean() < 0.01 and diff.max() <= 2 * (1e-3 + 3e-4)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-6, rtol=1e-5)
 
 
 def test_bad_batch_layout_is_a_clear_error(tiny_data, tmp_path):
