@@ -270,4 +270,8 @@ def load_vae(path_or_vae: str | os.PathLike | nn.Module, *, dtype: torch.dtype =
         module = cls.from_pretrained(str(folder), torch_dtype=dtype)
     except OSError as e:
         raise MissingWeightsError("the video VAE", f"the weights of {cls_name} in {folder}", folder, VAE_HINT) from e
+    if (folder / "medvid_vae.json").is_file():  # a frequency-compensated VAE saved by `medvid train-vae`
+        from medvid.latents.fcvae import load_compensated
+
+        module = load_compensated(module, folder)
     return VideoVAE(module, source=str(folder.resolve())).to(device=device, dtype=dtype).eval()

@@ -1,0 +1,223 @@
+"""``medvid train-vae``: fine-tune the frequency-compensation modules of the video VAE (Eq. 16).
+
+The base VAE stays frozen; only the compensation blocks train (``trainable="compensation"``, the
+paper's recipe). ``trainable="base"`` / ``"both"`` exist for comparisons (plain fine-tuning of the
+base with the same loss and step budget, see benchmarks/vae.py).
+
+Loss (Eq. 16): L1 + LPIPS (skipped with a note when its weights are absent) + 0.1 * focal frequency
+loss, on reconstructions of clips of ``num_frames`` frames (default 17: 1, 1 + 8k or 8k frames come
+back from the CogVideoX VAE with the same count, see ``check_round_trip_frames``) and, with ``num_images > 0``, of single frames encoded alone.
+Optimiser: Adam, lr 2e-7, betas (0.5, 0.9) (the paper's values; tiny demo VAEs need a larger lr).
+
+Checkpoints: ``OUT/checkpoints/step-XXXXXXXX`` (trainable weights, optimiser, RNG, step) every
+``checkpoint_every`` steps; ``resume="auto"`` continues from the newest one exactly (data order is a
+function of the step). The result is one VAE folder ``OUT/vae`` that ``load_vae`` opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medvid.utils.logging import get_logger
+
+log = get_logger("train_vae")
+
+TRAINABLE = ("compensation", "base", "both")
+
+
+def _open_base(vae: Any):
+    """"tiny" / "tiny:N" -> a tiny random CogVideoX VAE (N down blocks, default 4); else load_vae."""
+    from medvid.latents.vae import VideoVAE, load_vae, tiny_vae
+
+    if isinstance(vae, VideoVAE):
+        return vae
+    if isinstance(vae, str) and vae.startswith("tiny"):
+        n = int(vae.split(":", 1)[1]) if ":" in vae else 4
+        return tiny_vae(num_blocks=n)
+    return load_vae(vae)
+
+
+def check_round_trip_frames(num_frames: int) -> None:
+    """CogVideoX encodes in chunks of 8 frames: 1, 1 + 8k and 8k frames decode back to the same
+    count (17 -> 5 latents -> 17); other counts do not (5 -> 2 latents -> 8, 13 -> 4 -> 16)."""
+    if num_frames < 1 or not (num_frames == 1 or num_frames % 8 == 0 or (num_frames - 1) % 8 == 0):
+        raise ValueError(
+            f"--num-frames {num_frames}: the CogVideoX VAE reconstructs 1, 1 + 8k (9, 17, 49) or 8k (8, 16) "
+            "frames with the same count; pick one of those"
+        )
+
+
+def reconstruct(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Differentiable round trip in diffusers layout: (B, 3, T, H, W) -> same, posterior mean, no clamp."""
+    z = module.encode(x).latent_dist.mode()
+    return module.decode(z).sample
+
+
+def train_vae(
+    source: str | Path,
+    out: str | Path,
+    *,
+    vae: Any = "tiny",
+    steps: int = 1000,
+    batch_size: int = 1,
+    lr: float = 2e-7,
+    betas: tuple[float, float] = (0.5, 0.9),
+    num_frames: int = 17,
+    frame_stride: int = 3,
+    resolution: int = 128,
+    num_images: int = 0,
+    ffl_weight: float = 0.1,
+    lpips_weights: str | None = None,
+    trainable: str = "compensation",
+    dropout: float = 0.2,
+    checkpoint_every: int = 100,
+    keep_last: int = 2,
+    resume: str = "auto",
+    seed: int = 0,
+    log_every: int = 10,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune on the train split of ``source`` (manifest / prepared folder); write ``out/vae``."""
+    from tqdm import tqdm
+
+    from medvid.data.datasets import ClipDataset
+    from medvid.losses import PerceptualLoss, vae_reconstruction_loss
+    from medvid.latents.fcvae import CompensationConfig, FrequencyCompensatedVAE
+    from medvid.utils.checkpoint import (latest_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                                         set_rng_state)
+
+    if trainable not in TRAINABLE:
+        raise ValueError(f"--trainable {trainable!r}: use one of {TRAINABLE}")
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"--steps {steps}, --batch-size {batch_size}, --lr {lr}: need steps, batch size >= 1, lr > 0")
+    check_round_trip_frames(num_frames)
+    out = Path(out)
+    torch.manual_seed(seed)
+    config = {"source": str(source), "vae": vae if isinstance(vae, str) else "in-memory", "steps": steps,
+              "batch_size": batch_size, "lr": lr, "betas": list(betas), "num_frames": num_frames,
+              "frame_stride": frame_stride, "resolution": resolution, "num_images": num_images,
+              "ffl_weight": ffl_weight, "trainable": trainable, "dropout": dropout, "seed": seed}
+    base = _open_base(vae)
+    on = trainable != "base"  # "base": plain fine-tuning of the base, no compensation blocks
+    model = FrequencyCompensatedVAE(base.vae, CompensationConfig(dropout=dropout, encoder=on, decoder=on)).to(device)
+    if trainable in ("base", "both"):
+        model.base.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+    perceptual = PerceptualLoss(lpips_weights)
+
+    ds = ClipDataset(str(source), split="train", num_frames=num_frames, frame_stride=frame_stride,
+                     resolution=resolution, extra_flow_frame=False, num_images=num_images, seed=seed)
+    ckpt_dir = out / "checkpoints"
+    start = 0
+    history: list[dict[str, float]] = []
+    found = latest_checkpoint(ckpt_dir) if resume == "auto" else (Path(resume) if resume not in ("none", "") else None)
+    if found is not None:
+        groups, state, old_cfg = load_checkpoint(found)
+        if old_cfg and {k: old_cfg.get(k) for k in ("vae", "trainable", "resolution")} != \
+                {k: config[k] for k in ("vae", "trainable", "resolution")}:
+            raise ValueError(f"{found}: made with another --vae/--trainable/--resolution; use a new --out or --resume none")
+        trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
+        sd = {k: v for k, v in groups["weights"].items()}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if unexpected or (trainable_names - set(sd)):
+            raise ValueError(f"{found}: weights do not fit this model (unexpected {unexpected})")
+        opt.load_state_dict(groups["optimizer"])
+        set_rng_state(groups["rng"])
+        start = int(state["step"])
+        history = list(state.get("history", []))
+        log.info("resumed from %s at step %d", found, start)
+
+    def batch_at(step: int) -> dict[str, torch.Tensor]:
+        items = []
+        for j in range(batch_size):
+            k = step * batch_size + j
+            ds.set_epoch(k // len(ds))
+            items.append(ds[k % len(ds)])
+        return {"video": torch.stack([it["video"] for it in items]),
+                "images": torch.stack([it["images"] for it in items])}
+
+    def save(step: int) -> Path:
+        weights = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        return save_checkpoint(ckpt_dir, step, {"weights": weights, "optimizer": opt.state_dict(), "rng": rng_state()},
+                               state={"step": step, "history": history}, config=config, keep_last=keep_last)
+
+    model.train()
+    t0, timed = time.perf_counter(), 0
+    bar = tqdm(range(start, steps), desc="train-vae", unit="step", disable=not progress, initial=start, total=steps)
+    for step in bar:
+        batch = batch_at(step)
+        video = batch["video"].to(device).permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W)
+        recon = reconstruct(model, video)
+        terms = vae_reconstruction_loss(recon.transpose(1, 2), video.transpose(1, 2), perceptual, ffl_weight)
+        if num_images:
+            imgs = batch["images"].to(device).flatten(0, 1)[:, :, None]  # (B*N, 3, 1, H, W): each alone
+            img_terms = vae_reconstruction_loss(reconstruct(model, imgs).transpose(1, 2), imgs.transpose(1, 2),
+                                                perceptual, ffl_weight)
+            terms = {k: (terms[k] + img_terms[k]) / 2 for k in terms}
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        timed += 1
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            row = {"step": step + 1, **{k: round(float(v.detach()), 6) for k, v in terms.items()}}
+            history.append(row)
+            bar.set_postfix(loss=row["loss"])
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            save(step + 1)
+    elapsed = time.perf_counter() - t0
+    folder = out / "vae"
+    model.eval()
+    if trainable == "base":
+        model.base.save_pretrained(str(folder), safe_serialization=True)
+    else:
+        model.save_pretrained(folder)
+    (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
+    summary = {"steps": steps, "resumed_from": start, "vae_folder": str(folder), "history": history,
+               "seconds_per_step": elapsed / max(timed, 1), "perceptual": perceptual.note or "LPIPS on",
+               "trainable_parameters": sum(p.numel() for p in params)}
+    ds.close()
+    return summary
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="manifest.jsonl or a `medvid prepare` folder (train split is used)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints/, vae/, history.json")
+    parser.add_argument("--vae", required=True, help="base VAE: a local diffusers folder, or 'tiny[:N]' (random, demo)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-7, help="Adam learning rate (paper: 2e-7)")
+    parser.add_argument("--beta1", type=float, default=0.5)
+    parser.add_argument("--beta2", type=float, default=0.9)
+    parser.add_argument("--num-frames", type=int, default=17, help="frames per clip: 1, 1 + 8k or 8k")
+    parser.add_argument("--frame-stride", type=int, default=3)
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--num-images", type=int, default=0, help="single frames per clip trained alone")
+    parser.add_argument("--ffl-weight", type=float, default=0.1, help="lambda of Eq. 16")
+    parser.add_argument("--lpips-weights", default=None, help="local torchvision alexnet .pth for LPIPS")
+    parser.add_argument("--trainable", choices=TRAINABLE, default="compensation")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--resume", default="auto", help="'auto' (newest checkpoint in OUT), 'none', or a path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    summary = train_vae(
+        args.source, args.out, vae=args.vae, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        betas=(args.beta1, args.beta2), num_frames=args.num_frames, frame_stride=args.frame_stride,
+        resolution=args.resolution, num_images=args.num_images, ffl_weight=args.ffl_weight,
+        lpips_weights=args.lpips_weights, trainable=args.trainable, checkpoint_every=args.checkpoint_every,
+        resume=args.resume, seed=args.seed, device=args.device, progress=not args.no_progress,
+    )
+    summary.pop("history")
+    print(json.dumps(summary, indent=1))
+    return 0
