@@ -42,7 +42,7 @@ JUDGED_SUFFIXES = (".mp4", ".gif", ".avi", ".mov", ".mkv", ".webm")
 class JudgeConfig:
     videos: str = ""
     model: str = ""
-    out: str = "judge.json"
+    out: str | None = None              # default: VIDEOS/judge.json, where `medvid evaluate`'s report finds it
     prompts: str | None = None          # FILE or "sidecars" (default)
     batch_size: int = 2
     prompt_template: str | None = None  # default: medvid/prompts/judge.txt
@@ -168,7 +168,7 @@ def judge(cfg: JudgeConfig, model=None, progress: bool = True) -> dict:
     prompts = resolve_prompts(videos, cfg.prompts)
     template = load_template(cfg.prompt_template or default_template("judge"), SECTIONS, PLACEHOLDERS)
     name = cfg.model_name or (model.name if model is not None else Path(cfg.model).name)
-    json_path, csv_path, summary_path = _out_paths(cfg.out)
+    json_path, csv_path, summary_path = _out_paths(cfg.out or (vdir if vdir.is_dir() else vdir.parent))
     base = vdir if vdir.is_dir() else vdir.parent
     rel = {v: v.relative_to(base).as_posix() for v in videos}
 
@@ -244,7 +244,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="prompts file (JSON list / {video, prompt} objects, JSONL, CSV video,prompt, TXT) "
                              "or 'sidecars' (the JSON next to each video; default)")
     parser.add_argument("--model", required=True, help="local vision-language model folder")
-    parser.add_argument("--out", default="judge.json", help="output judge.json (judge.csv and judge_summary.json beside it)")
+    parser.add_argument("--out", help="output judge.json (judge.csv and judge_summary.json beside it); default "
+                        "VIDEOS/judge.json, where the evaluation report looks for it")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--prompt-template", help="judge template file (default medvid/prompts/judge.txt)")
     parser.add_argument("--scale", default="1-5", help="score scale MIN-MAX (default 1-5)")

@@ -123,3 +123,25 @@ def test_cli(src, tmp_path, capsys):
         main(["curate", str(one), str(tmp_path / "out"), "--set", "blurr=3"])
     with pytest.raises(ValueError, match="KEY=VALUE"):
         main(["curate", str(one), str(tmp_path / "out"), "--set", "blur"])
+
+
+def test_learned_score_from_config(src, tmp_path, monkeypatch):
+    from medvid.config import from_dict
+
+    (tmp_path / "brightness_scorer.py").write_text(
+        "import numpy as np\ndef make(weights):\n    return lambda frames: float(np.mean(frames)) / 25.5\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"0")
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(src / "letterbox.mp4", one)
+    cfg = from_dict(C.CurateConfig, {**C.to_dict(small_cfg()), "learned_scores": [
+        {"name": "aesthetic", "factory": "brightness_scorer:make", "weights": str(weights), "min_score": 0.0}]})
+    C.curate(one, tmp_path / "out", cfg, progress=False)
+    rec = read_manifest(tmp_path / "out" / "manifest.jsonl")[0]
+    assert 2 < rec["aesthetic_score"] < 8  # mean grey of the cropped texture / 25.5
+    cfg.learned_scores[0].min_score = 9.0
+    C.curate(one, tmp_path / "out2", cfg, progress=False)
+    removed = json.loads((tmp_path / "out2" / "removed.jsonl").read_text())
+    assert removed["filter"] == "aesthetic" and "< 9.0" in removed["reason"]

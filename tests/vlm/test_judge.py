@@ -71,11 +71,11 @@ def test_scores_reasons_summary_and_resume(videos, tmp_path):
     assert again.requests == []
 
 
-def test_unreadable_video_is_recorded(videos, tmp_path):
+def test_unreadable_video_is_recorded_default_out_in_the_video_folder(videos, tmp_path):
     (videos / "c.mp4").write_bytes(b"junk" * 100)
     model = ScriptedModel(["x", "y"])
-    summary = judge(JudgeConfig(videos=str(videos), out=str(tmp_path)), model=model, progress=False)
-    entries = json.loads((tmp_path / "judge.json").read_text())
+    summary = judge(JudgeConfig(videos=str(videos)), model=model, progress=False)
+    entries = json.loads((videos / "judge.json").read_text())  # where the evaluation report looks
     assert entries[2]["status"] == "error" and summary["errors"] == 1 and summary["unparsed"] == 2
 
 
