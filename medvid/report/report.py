@@ -272,7 +272,11 @@ def _videos_section(real_dir, fake_dir, num: int, clip_length: int, seed: int) -
         for side, clips in (("real", real_clips), ("generated", fake_clips)):
             if i < len(clips):
                 fr = clips[i].read()
-                cells.append(f"<img class='clip {side}' alt='{side} {_esc(clips[i].source.name)}' title='{side}: "
+                h, w = fr.shape[1:3]
+                # shown at most MAX_SIDE px on the long side; small clips enlarged (pixelated) to 128 px
+                long_side = max(128, min(max(h, w), MAX_SIDE))
+                cells.append(f"<img class='clip {side}' width='{round(w * long_side / max(h, w))}' "
+                             f"alt='{side} {_esc(clips[i].source.name)}' title='{side}: "
                              f"{_esc(clips[i].source.name)} from frame {clips[i].start}' src='{gif_data_uri(fr)}'>")
                 strips.append(f"<div class='strip'><div class='muted'>{side} #{i}: {_esc(clips[i].source.name)}, "
                               f"frames {clips[i].start}–{clips[i].start + len(fr) - 1}</div><img alt='{side} strip' src='{strip_data_uri(fr)}'></div>")
