@@ -89,6 +89,8 @@ class WanTrainConfig:
     """Clips per process per micro-batch."""
     grad_accum: int = 1
     max_steps: int = 1000
+    epochs: float | None = None
+    """If set, overrides max_steps: epochs x clips / (batch_size x grad_accum x processes)."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     """auto = bf16 autocast on CUDA, fp32 on CPU."""
     gradient_checkpointing: bool = True
@@ -109,6 +111,8 @@ class WanTrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"epochs must be > 0 (or null to use max_steps), got {self.epochs}")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
 
@@ -198,19 +202,20 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
 
     # ---- model
     torch.manual_seed(cfg.seed)
-    pipe = W.load_wan_pipeline(cfg.model_path, dtype=torch.float32, device="cpu")
     weight_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    # Frozen weights (text encoder, LoRA base) and sharded full fine-tuning (the engine keeps fp32
+    # masters) load in bf16; unsharded full fine-tuning keeps fp32 weights under bf16 autocast.
+    load_dtype = weight_dtype if (cfg.mode == "lora" or sharded) else torch.float32
+    pipe = W.load_wan_pipeline(cfg.model_path, dtype=load_dtype, device="cpu")  # the VAE stays fp32
     pipe.text_encoder.to(acc.device, weight_dtype).requires_grad_(False)
     pipe.vae.to(acc.device).requires_grad_(False)
     transformer = pipe.transformer
     lora_cfg = None
     if cfg.mode == "lora":
-        if precision == "bf16":
-            transformer.to(weight_dtype)  # frozen base in bf16; the LoRA weights stay fp32 below
         lora_cfg = W.add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
         for p in transformer.parameters():
             if p.requires_grad:
-                p.data = p.data.float()
+                p.data = p.data.float()  # trainable LoRA weights in fp32 over a bf16 base
     else:
         transformer.requires_grad_(True)
     if cfg.gradient_checkpointing:
@@ -225,13 +230,19 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim.warmup_steps))
-    transformer, optimizer = acc.prepare(transformer, optimizer)
-    ema = {n: p.detach().float().clone() for n, p in zip(names, params)} if cfg.ema_decay > 0 else None
     noise_gen = torch.Generator().manual_seed(cfg.seed + 17 * acc.process_index)
     train_sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.flow_shift)
+    if sharded and cfg.ema_decay > 0:
+        raise ValueError("ema_decay > 0 is not supported with DeepSpeed/FSDP sharding (each rank would hold a full "
+                         "fp32 copy); set ema_decay: 0 for sharded runs")
+    max_steps = cfg.max_steps
+    if cfg.epochs is not None:
+        per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
+        max_steps = max(1, math.ceil(cfg.epochs * len(dataset) / per_step))
+        log.info("epochs=%g over %d clips at %d clips/step -> %d steps", cfg.epochs, len(dataset), per_step, max_steps)
 
-    # ---- resume
-    step, position, losses = 0, 0, []
+    # ---- resume: weights go into the plain module, before any engine wraps or shards it
+    step, position, losses, resume_state = 0, 0, [], None
     ckpt = _resolve_resume(out_dir, resume)
     if ckpt is not None:
         groups, state, saved_cfg = load_checkpoint(ckpt)
@@ -241,6 +252,18 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
         with torch.no_grad():
             for n, p in zip(names, params):
                 p.copy_(groups["trainable"][n])
+        resume_state = (groups, state)
+    ema = {n: p.detach().float().clone() for n, p in zip(names, params)} if cfg.ema_decay > 0 else None
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        # No dataloader goes through accelerate, so tell DeepSpeed the micro-batch size itself.
+        acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    transformer, optimizer = acc.prepare(transformer, optimizer)
+    if sharded:
+        params = [p for p in transformer.parameters() if p.requires_grad]
+
+    if resume_state is not None:
+        groups, state = resume_state
         if ema is not None and "ema" in groups:
             ema = {n: groups["ema"][n].float() for n in names}
         if "optimizer" in groups and not sharded:
@@ -303,12 +326,12 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     t_start, steps_timed = time.perf_counter(), 0
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    while step < cfg.max_steps:
+    while step < max_steps:
         t0 = time.perf_counter()
         micro_losses = []
         for _ in range(cfg.grad_accum):
             batch = next(batches)
-            position += 1 * cfg.batch_size
+            position += cfg.batch_size
             with torch.no_grad():
                 latents = W.encode_video(pipe.vae, batch["video"].to(acc.device))  # (B, C, f, h, w)
                 embeds = W.encode_prompts(pipe, batch["caption"], cfg.max_sequence_length)  # (B, L, D)
@@ -331,10 +354,10 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
                 for n, p in zip(names, params):
                     ema[n].mul_(cfg.ema_decay).add_(p.detach().float(), alpha=1.0 - cfg.ema_decay)
         steps_timed += 1
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            log.info("step %d/%d loss %.5f lr %.2e %.2fs/step", step, cfg.max_steps, loss_value,
+        if step % cfg.log_every == 0 or step == max_steps:
+            log.info("step %d/%d loss %.5f lr %.2e %.2fs/step", step, max_steps, loss_value,
                      lr_sched.get_last_lr()[0], time.perf_counter() - t0)
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
+        if step % cfg.save_every == 0 or step == max_steps:
             save(step)
     seconds = (time.perf_counter() - t_start) / max(1, steps_timed)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None

@@ -127,9 +127,10 @@ def test_resume_continues_exactly(wan_dir, clips, tmp_path):
 def test_full_finetune_exports_a_diffusers_transformer(wan_dir, clips, tmp_path):
     from diffusers import WanTransformer3DModel
 
-    summary = train_wan(make_cfg(wan_dir, clips, mode="full", max_steps=2, gradient_checkpointing=False,
+    summary = train_wan(make_cfg(wan_dir, clips, mode="full", epochs=2, gradient_checkpointing=False,
                                  optim={"lr": 1e-3}), tmp_path / "full")
     assert summary["trainable_parameters"] == summary["parameters"]
+    assert summary["step"] == 2  # 2 epochs x 2 clips / batch 2
     base = WanTransformer3DModel.from_pretrained(wan_dir, subfolder="transformer")
     tuned = WanTransformer3DModel.from_pretrained(tmp_path / "full" / "transformer")
     changed = [n for (n, a), b in zip(base.state_dict().items(), tuned.state_dict().values()) if not torch.equal(a, b)]
@@ -147,6 +148,8 @@ def test_bad_data_and_config_errors(wan_dir, clips, tmp_path):
         read_captioned_videos(tmp_path / "nope.csv")
     with pytest.raises(ConfigError, match="unknown key"):
         from_dict(WanTrainConfig, {"lora": {"rnk": 3}})
+    with pytest.raises(ConfigError, match="epochs"):
+        from_dict(WanTrainConfig, {"epochs": 0})
     with pytest.raises(ConfigError, match="batch_size"):
         from_dict(WanTrainConfig, {"batch_size": 0})
     with pytest.raises(ValueError, match="4k \\+ 1"):
