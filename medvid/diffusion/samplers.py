@@ -63,7 +63,13 @@ def _tvec(t: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def _randn(shape, generator, like_device, dtype) -> torch.Tensor:
-    # Draw on the generator's device so a seed gives the same noise on CPU and GPU runs.
+    """Standard normal noise; a list of generators draws each batch element from its own one (so a
+    video's noise does not depend on which batch it is in). Drawn on the generator's device, so a
+    seed gives the same noise on CPU and GPU runs."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([_randn((1, *shape[1:]), g, like_device, dtype) for g in generator])
     gen_device = generator.device if generator is not None else torch.device("cpu")
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(like_device)
 
@@ -176,13 +182,14 @@ def sample(
     eta: float = 0.0,
     cfg_scale: float = 1.0,
     uncond_fn: ModelFn | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     noise: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Draw latents of ``shape`` (B, F, C, H, W) from noise; deterministic given ``generator``.
+    """Draw latents of ``shape`` (B, F, C, H, W) from noise; deterministic given ``generator`` (one,
+    or a list with one per batch element).
 
     ``cfg_scale != 1`` needs ``uncond_fn`` (the model with the null label / empty text).
     """

@@ -82,18 +82,15 @@ def generate_to_dir(
     sheet_rows: list[np.ndarray] = []
     for start in range(0, spec.num, spec.batch_size):
         b = min(spec.batch_size, spec.num - start)
-        # Per-video noise from per-video generators: results do not depend on the batch size.
-        noise = torch.stack([
-            torch.randn(tuple(latent_shape), generator=torch.Generator().manual_seed(spec.seed * 1_000_003 + start + i))
-            for i in range(b)
-        ])
-        gen = torch.Generator().manual_seed(spec.seed * 7_919 + start)  # DDPM / eta > 0 noise
+        # One generator per video (initial noise, then DDPM / eta > 0 noise): results do not depend on
+        # the batch size.
+        gens = [torch.Generator().manual_seed(spec.seed * 1_000_003 + start + i) for i in range(b)]
         cond, uncond = _conditioning(spec, start, b, device, text, num_classes)
         model_fn = lambda x, t: model(x, t, **cond)  # noqa: E731
         uncond_fn = (lambda x, t: model(x, t, **uncond)) if uncond is not None else None  # noqa: E731
-        z = sample(model_fn, noise.shape, diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
+        z = sample(model_fn, (b, *latent_shape), diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
                    cfg_scale=spec.cfg_scale, uncond_fn=uncond_fn if spec.cfg_scale != 1.0 else None,
-                   generator=gen, noise=noise, device=device)
+                   generator=gens, device=device)
         for i in range(b):
             k = start + i
             if vae is None:
@@ -177,7 +174,7 @@ def sample_videos(
             f"{checkpoint} does not name the VAE its latents were encoded with; pass --vae PATH "
             "(the VAE folder or name used by `medvid encode`)"
         )
-    vae_obj = build_vae(spec_vae, dev) if isinstance(spec_vae, (str, Path)) else spec_vae
+    vae_obj = spec_vae if hasattr(spec_vae, "decode") else build_vae(spec_vae, dev)
     spec = SampleSpec(num=num, sampler=sampler, steps=steps or int(sample_cfg.get("steps", 250)), eta=eta,
                       cfg_scale=cfg_scale, seed=seed, batch_size=batch_size,
                       fps=fps or float(sample_cfg.get("fps", 8.0)), caption=caption,
