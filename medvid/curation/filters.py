@@ -10,6 +10,7 @@ by OCR with a word threshold) plus the usual low-level checks (blur, frozen or j
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -227,9 +228,13 @@ class TextFilter:
         gray = to_gray(frame)
         h, w = gray.shape
         if self._tess is not None:
-            d = self._tess.image_to_data(gray, output_type=self._tess.Output.DICT)
-            boxes = [(d["left"][i], d["top"][i], d["width"][i], d["height"][i], 1) for i, t in enumerate(d["text"])
-                     if t.strip() and float(d["conf"][i]) > 50]
+            # Tesseract reads text ~20-30 px high best: enlarge small frames; --psm 11 finds sparse
+            # text anywhere (overlays, not a page). Tokens without a letter or digit are noise.
+            s = max(1.0, 960 / max(h, w))
+            big = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC) if s > 1 else gray
+            d = self._tess.image_to_data(big, config="--psm 11", output_type=self._tess.Output.DICT)
+            boxes = [(d["left"][i] / s, d["top"][i] / s, d["width"][i] / s, d["height"][i] / s, 1)
+                     for i, t in enumerate(d["text"]) if re.search(r"[A-Za-z0-9]", t) and float(d["conf"][i]) > 50]
         else:
             gray = resize_max_side(gray, self.max_side)
             h, w = gray.shape

@@ -17,7 +17,7 @@ FPS = 10.0
 
 def small_cfg(**kw):
     base = dict(min_side=64, min_seconds=0.5, min_frames=8, blur_min_variance=12.0, min_scene_seconds=0.5,
-                max_clip_seconds=10.0, text_max_words=20, val_fraction=0.0)
+                max_clip_seconds=10.0, text_max_words=20, text_engine="opencv", val_fraction=0.0)
     base.update(kw)
     return C.CurateConfig(**base)
 
@@ -92,7 +92,8 @@ def test_echocardiogram_passes_the_default_filters(tmp_path):
     from pydicom.data import get_testdata_file
 
     shutil.copy(get_testdata_file("examples_ybr_color.dcm"), tmp_path / "echo.dcm")
-    report = C.curate(tmp_path / "echo.dcm", tmp_path / "out", C.CurateConfig(val_fraction=0.0), progress=False)
+    report = C.curate(tmp_path / "echo.dcm", tmp_path / "out", C.CurateConfig(val_fraction=0.0, text_engine="opencv"),
+                       progress=False)
     assert report["kept"] == 1, report
     rec = read_manifest(tmp_path / "out" / "manifest.jsonl")[0]
     assert (rec["num_frames"], rec["width"], rec["height"]) == (30, 320, 240)

@@ -39,16 +39,28 @@ def test_tesseract_branch_counts_confident_words(monkeypatch):
             DICT = "dict"
 
         @staticmethod
-        def image_to_data(gray, output_type=None):
-            return {"text": ["PLA", "", "Gen", "x"], "conf": ["91", "-1", "88", "12"],
-                    "left": [0, 0, 10, 0], "top": [0, 0, 0, 0], "width": [8, 0, 8, 4], "height": [4, 0, 4, 4]}
+        def image_to_data(gray, config="", output_type=None):
+            assert "--psm 11" in config and gray.shape == (480, 960)  # enlarged to ~960 px
+            return {"text": ["PLA", "", "Gen", "x", "=="], "conf": ["91", "-1", "88", "12", "95"],
+                    "left": [0, 0, 20, 0, 0], "top": [0, 0, 0, 0, 0], "width": [16, 0, 16, 8, 8],
+                    "height": [8, 0, 8, 8, 8]}
 
     monkeypatch.setattr(F, "_tesseract", lambda: FakeTesseract)
     f = F.TextFilter(engine="auto", max_words=1)
     assert f.engine_used == "tesseract"
     words, area = f.measure(np.zeros((20, 40, 3), np.uint8))
-    assert words == 2 and area == pytest.approx(64 / 800)
+    assert words == 2 and area == pytest.approx(2 * (16 / 24) * (8 / 24) / 800)
     assert not f(np.zeros((3, 20, 40, 3), np.uint8)).keep
     monkeypatch.setattr(F, "_tesseract", lambda: None)
     with pytest.raises(ValueError, match="tesseract-ocr"):
         F.TextFilter(engine="tesseract")
+
+
+@pytest.mark.skipif(F._tesseract() is None, reason="pytesseract / tesseract-ocr not installed")
+def test_real_tesseract_reads_clear_subtitles():
+    import cv2
+
+    frame = np.full((120, 480, 3), 20, np.uint8)
+    cv2.putText(frame, "LEFT VENTRICLE APICAL VIEW", (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
+    words, _ = F.TextFilter(engine="tesseract").measure(frame)
+    assert 3 <= words <= 5
