@@ -37,7 +37,7 @@ import numpy as np
 from medvid.config import from_dict, load_config, save_yaml, to_dict
 from medvid.curation.dedup import Deduplicator, clip_hashes
 from medvid.curation.filters import (BlurFilter, BorderFilter, JumpFilter, LearnedScoreFilter, SizeFilter,
-                                     StaticFilter, TextFilter, find_content_box, load_scorer)
+                                     StaticFilter, TextFilter, find_content_box, load_scorer, resize_max_side)
 from medvid.curation.manifest import write_json, write_jsonl
 from medvid.curation.reader import find_videos, open_source
 from medvid.curation.scenes import detect_scenes, iter_frames, make_cut_detector, split_long
@@ -91,6 +91,7 @@ class CurateConfig:
     val_fraction: float = 0.1             # split by source file, so clips of one recording stay together
     workers: int = 1
     crf: int = 18
+    analysis_max_side: int = 640          # filters and learned scores see frames shrunk to this size
 
     def __post_init__(self):
         if self.border_action not in ("crop", "drop", "off"):
@@ -141,6 +142,42 @@ def _sidecar(path: Path) -> dict[str, Any]:
     return {k: meta[k] for k in ("title", "description", "category", "transcript") if isinstance(meta, dict) and k in meta}
 
 
+def _analysis_frames(reader, s: int, e: int, max_side: int, chunk: int = 64) -> np.ndarray:
+    """Frames ``s..e`` shrunk to ``max_side``, decoded in chunks: a 10 s 1080p clip never sits in
+    memory at full size (the filters measure at 96-320 px anyway)."""
+    out = []
+    for a in range(s, e, chunk):
+        out += [resize_max_side(f, max_side) for f in reader.read(np.arange(a, min(a + chunk, e)))]
+    return np.stack(out)
+
+
+def write_clip(reader, s: int, e: int, box: tuple[int, int, int, int], path: Path, fps: float, crf: int,
+               chunk: int = 64) -> Path:
+    """Stream frames ``s..e`` of ``reader``, cropped to ``box`` (even size), into an H.264 mp4
+    (temporary file, then rename)."""
+    import os
+    from fractions import Fraction
+
+    import av
+
+    y0, y1, x0, x1 = box
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = x1 - x0, y1 - y0, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "medium"}
+        for a in range(s, e, chunk):
+            for f in reader.read(np.arange(a, min(a + chunk, e))):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[y0:y1, x0:x1]), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path
+
+
 def process_source(path: str, rel: str, out: str, cfg_dict: dict) -> dict:
     """Cut, filter and write one source file. Runs in a worker process; never raises."""
     import cv2
@@ -149,12 +186,19 @@ def process_source(path: str, rel: str, out: str, cfg_dict: dict) -> dict:
     cfg = from_dict(CurateConfig, cfg_dict)
     result: dict[str, Any] = {"source": rel, "clips": [], "error": None, "timings": {}}
     timings: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    try:
-        from medvid.utils.video import write_mp4
 
+    def timed(name: str, fn, *a):
+        t1 = time.perf_counter()
+        r = fn(*a)
+        timings[name][0] += time.perf_counter() - t1
+        timings[name][1] += 1
+        return r
+
+    try:
         filters = build_filters(cfg)
         reader = open_source(path)
         fps = float(reader.fps) or 30.0
+        H, W = int(reader.height), int(reader.width)
         t0 = time.perf_counter()
         detector = make_cut_detector(cfg.scene_detector, cfg.scene_threshold,
                                      max(1, round(cfg.min_scene_seconds * fps)), fps)
@@ -166,24 +210,26 @@ def process_source(path: str, rel: str, out: str, cfg_dict: dict) -> dict:
             clip_id = f"{slug}-{k:03d}"
             rec: dict[str, Any] = {"id": clip_id, "source": rel, "start_frame": s, "end_frame": e,
                                    "start_time": round(s / fps, 3), "end_time": round(e / fps, 3)}
-            frames = reader.read(np.arange(s, e))
+            small = _analysis_frames(reader, s, e, cfg.analysis_max_side)
+            sy, sx = H / small.shape[1], W / small.shape[2]
+            # H.264 4:2:0 wants even sizes: trim a pixel rather than pad with black
+            box = (0, H // 2 * 2, 0, W // 2 * 2)
             if cfg.border_action == "crop" and "border" not in cfg.disable:
-                t1 = time.perf_counter()
-                y0, y1, x0, x1 = find_content_box(frames, black_level=cfg.border_black_level)
-                # H.264 4:2:0 wants even sizes: shrink the box by a pixel rather than pad with black
-                y1, x1 = y0 + (y1 - y0) // 2 * 2, x0 + (x1 - x0) // 2 * 2
-                if (y0, y1, x0, x1) != (0, frames.shape[1], 0, frames.shape[2]):
-                    frames = frames[:, y0:y1, x0:x1]
-                    rec["crop"] = [int(y0), int(y1), int(x0), int(x1)]
-                timings["border"][0] += time.perf_counter() - t1
-                timings["border"][1] += 1
+                y0, y1, x0, x1 = timed("border", find_content_box, small, cfg.border_black_level)
+                if (y0, y1, x0, x1) != (0, small.shape[1], 0, small.shape[2]):
+                    Y0, X0 = round(y0 * sy), round(x0 * sx)
+                    Y1, X1 = Y0 + (round(y1 * sy) - Y0) // 2 * 2, X0 + (round(x1 * sx) - X0) // 2 * 2
+                    box = (Y0, Y1, X0, X1)
+                    rec["crop"] = [Y0, Y1, X0, X1]
+                    small = small[:, y0:y1, x0:x1]
+            h, w = box[1] - box[0], box[3] - box[2]
             scores: dict[str, float] = {}
             failed = None
             for f in filters:
-                t1 = time.perf_counter()
-                r = f(frames, fps)
-                timings[f.name][0] += time.perf_counter() - t1
-                timings[f.name][1] += 1
+                if isinstance(f, SizeFilter):
+                    r = timed(f.name, f.check, e - s, h, w, fps)
+                else:
+                    r = timed(f.name, f, small, fps)
                 scores[f"{f.name}_score"] = round(float(r.score), 4)
                 if not r.keep:
                     failed = (f.name, r)
@@ -192,16 +238,12 @@ def process_source(path: str, rel: str, out: str, cfg_dict: dict) -> dict:
             if failed:
                 rec.update(status="removed", filter=failed[0], reason=failed[1].reason, score=float(failed[1].score))
             else:
-                t1 = time.perf_counter()
-                rec["hashes"] = clip_hashes(frames)
-                timings["duplicate"][0] += time.perf_counter() - t1
-                timings["duplicate"][1] += 1
+                rec["hashes"] = timed("duplicate", clip_hashes, small)
                 clip_path = Path(out) / "clips" / f"{clip_id}.mp4"
-                write_mp4(frames, clip_path, fps=fps, crf=cfg.crf)
-                t, h, w = frames.shape[:3]
-                rec.update(status="kept", path=f"clips/{clip_id}.mp4", file_name=clip_path.name, num_frames=int(t),
-                           fps=fps, height=int(h), width=int(w), resolution=f"{w}x{h}",
-                           duration=round(t / fps, 3), **meta)
+                timed("write", write_clip, reader, s, e, box, clip_path, fps, cfg.crf)
+                rec.update(status="kept", path=f"clips/{clip_id}.mp4", file_name=clip_path.name, num_frames=e - s,
+                           fps=fps, height=h, width=w, resolution=f"{w}x{h}", duration=round((e - s) / fps, 3),
+                           **meta)
             result["clips"].append(rec)
         reader.close()
     except Exception as e:  # noqa: BLE001 - one bad file never stops the run
@@ -228,7 +270,8 @@ def curate(src: str | Path, out: str | Path, cfg: CurateConfig | None = None, pr
     cfg = cfg or CurateConfig()
     build_filters(cfg)  # fail fast on bad thresholds / missing learned-score weights
     src, out = Path(src), Path(out)
-    sources = find_videos(src)
+    # an output folder inside the source folder must not feed its own clips back in on a rerun
+    sources = [p for p in find_videos(src) if not p.resolve().is_relative_to(out.resolve())]
     if not sources:
         raise ValueError(f"{src}: no videos found (looked for mp4/avi/mov/mkv/webm/gif/dcm/nii...)")
     out.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,10 @@ class SizeFilter:
 
     def __call__(self, frames: np.ndarray, fps: float) -> FilterResult:
         t, h, w = frames.shape[:3]
+        return self.check(t, h, w, fps)
+
+    def check(self, t: int, h: int, w: int, fps: float) -> FilterResult:
+        """The same test from the clip's size alone (frames need not be decoded)."""
         side = min(h, w)
         if side < self.min_side:
             return FilterResult(False, float(side), f"resolution {w}x{h}: short side {side} < {self.min_side}")

@@ -146,3 +146,19 @@ def test_learned_score_from_config(src, tmp_path, monkeypatch):
     C.curate(one, tmp_path / "out2", cfg, progress=False)
     removed = json.loads((tmp_path / "out2" / "removed.jsonl").read_text())
     assert removed["filter"] == "aesthetic" and "< 9.0" in removed["reason"]
+
+
+def test_crop_found_on_small_analysis_frames_maps_to_full_size(src, tmp_path):
+    from medvid.curation.reader import open_source
+
+    one = tmp_path / "raw"
+    one.mkdir()
+    shutil.copy(src / "letterbox.mp4", one)
+    out = one / "curated"  # inside the source folder: a rerun must not curate its own clips
+    C.curate(one, out, small_cfg(analysis_max_side=64, min_side=32), progress=False)
+    rec = read_manifest(out / "manifest.jsonl")[0]
+    assert rec["crop"] == [16, 80, 0, 128] and (rec["height"], rec["width"]) == (64, 128)
+    clip = open_source(out / rec["path"])
+    assert (clip.num_frames, clip.height, clip.width) == (16, 64, 128)
+    report = C.curate(one, out, small_cfg(analysis_max_side=64, min_side=32), progress=False)
+    assert report["sources"] == 1 and report["resumed_sources"] == 1
