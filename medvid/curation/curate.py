@@ -3,7 +3,9 @@
 Per source file (in parallel worker processes): scene cuts, long scenes split into pieces of at
 most ``max_clip_seconds``, then each clip goes through the filters in order (borders, size, blur,
 static, jumps, burnt-in text, learned scores); the first filter that fails removes the clip with
-its reason and score. Kept clips are written as mp4. Near-duplicates are then removed across all
+its reason and score. Filters see the clip shrunk to ``analysis_max_side`` (decoded in chunks, so
+a long 1080p clip is never held at full size); kept clips are streamed to mp4 at full size,
+cropped to the content box when ``border_action="crop"``. Near-duplicates are then removed across all
 files in the main process (perceptual hashes), in a fixed order so the result does not depend on
 which worker finished first.
 
@@ -51,7 +53,9 @@ FILTER_ORDER = ("border", "size", "blur", "static", "jump", "text")
 @dataclass
 class LearnedScoreConfig:
     """A learned quality score: ``factory`` ("package.module:function") is called with ``weights``
-    and returns ``scorer(frames uint8 (T,H,W,3)) -> float``. Stored as ``<name>_score``."""
+    and returns ``scorer(frames uint8 (T,H,W,3)) -> float`` (frames at ``analysis_max_side``).
+    Stored as ``<name>_score``: name them ``aesthetic`` / ``technical`` for MedVideoCap's
+    ``aesthetic_score`` / ``technical_score`` (LAION aesthetic predictor, DOVER)."""
 
     name: str = "aesthetic"
     factory: str = ""

@@ -79,7 +79,8 @@ def find_content_box(
     Candidate bar edges are long horizontal / vertical lines that the probabilistic Hough transform
     finds in the Canny edges of the per-pixel maximum over sampled frames (a bar stays black in
     every frame, so it stays black in the maximum, while dark content lights up in some frame).
-    A candidate is accepted when the strip between it and the frame edge is black on average.
+    A candidate is accepted when the strip between it and the frame edge is black in nearly every
+    line (90th percentile of the line means at most ``black_level``).
     """
     t, h, w = frames.shape[:3]
     mx = np.max(np.stack([to_gray(frames[i]) for i in uniform_indices(t, min(num_samples, t))]), axis=0)
