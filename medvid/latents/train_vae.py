@@ -106,7 +106,12 @@ def train_vae(
               "ffl_weight": ffl_weight, "trainable": trainable, "dropout": dropout, "seed": seed}
     base = _open_base(vae)
     on = trainable != "base"  # "base": plain fine-tuning of the base, no compensation blocks
-    model = FrequencyCompensatedVAE(base.vae, CompensationConfig(dropout=dropout, encoder=on, decoder=on)).to(device)
+    if isinstance(base.vae, FrequencyCompensatedVAE):  # a compensated folder: continue its blocks
+        model = base.vae.to(device)
+        if not on:
+            raise ValueError(f"--vae {vae}: already frequency-compensated; --trainable base needs a plain base VAE")
+    else:
+        model = FrequencyCompensatedVAE(base.vae, CompensationConfig(dropout=dropout, encoder=on, decoder=on)).to(device)
     if trainable in ("base", "both"):
         model.base.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]

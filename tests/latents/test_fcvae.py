@@ -129,5 +129,8 @@ def test_eval_of_untrained_compensation_has_zero_delta(manifest, tmp_path):
     res = evaluate_vae(manifest, tmp_path / "vae", tmp_path / "eval", num_clips=1, num_frames=9, frame_stride=1,
                        resolution=16, progress=False)
     assert res["delta"] == {"psnr": 0.0, "ssim": 0.0}
+    # a compensated folder is fine-tuned further (its own blocks), not wrapped twice
+    again = train_vae(manifest, tmp_path / "c", steps=1, **{**KW, "vae": str(tmp_path / "vae"), "num_images": 0})
+    assert again["trainable_parameters"] == sum(p.numel() for p in fc.vae.trainable_parameters())
     with pytest.raises(ValueError, match="1 \\+ 8k"):
         train_vae(manifest, tmp_path / "x", steps=1, **{**KW, "num_frames": 5})
