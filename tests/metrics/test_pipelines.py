@@ -95,3 +95,11 @@ def test_bad_metric_name_and_folder(video_dirs, tmp_path):
         evaluate(real, fake, ["fvd", "fdv"], None)
     with pytest.raises(ValueError, match="--fake"):
         evaluate(real, tmp_path / "nowhere", ["fvd"], None)
+
+
+def test_weights_file_that_is_not_torchscript(video_dirs, tmp_path):
+    real, fake = video_dirs
+    bad = tmp_path / "i3d.pt"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="--i3d"):
+        evaluate(real, fake, ["fvd"], None, i3d=bad, cache_dir=None)
