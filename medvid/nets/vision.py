@@ -64,6 +64,13 @@ def _load(path, what: str, expected: str, flag: str):
         try:
             return p, torch.jit.load(str(p), map_location="cpu").eval()
         except (RuntimeError, ValueError) as e:
+            if flag == "--videomae":  # the original VideoMAE-v2 .pth (a plain state dict)
+                from medvid.nets.videomae_v2 import load_videomae_v2_checkpoint
+
+                try:
+                    return p, load_videomae_v2_checkpoint(p)
+                except (RuntimeError, ValueError, KeyError, OSError) as e2:
+                    raise ValueError(f"{flag} {p}: neither TorchScript nor a VideoMAE-v2 checkpoint ({e2}); pass {expected}") from e2
             raise ValueError(f"{flag} {p}: not a TorchScript file ({str(e).splitlines()[0]}); pass {expected}") from e
     if not (p / "config.json").is_file():
         raise ValueError(f"{flag} {p}: a folder without config.json; pass a Hugging Face model folder or a TorchScript file")
@@ -114,13 +121,18 @@ class VideoMAENet:
     """VideoMAE-v2 clip features for CD-FVD: fc_norm(mean of tokens)."""
 
     def __init__(self, path, resolution: int = 224, flag: str = "--videomae"):
-        p, ts = _load(path, "CD-FVD", "VideoMAE-v2 ViT-g/14 SSv2 (vit_g_hybrid_pt_1200e_ssv2_ft.pth, converted "
-                      "to a Hugging Face VideoMAE folder or exported to TorchScript)", flag)
-        self.path, self.resolution, self.ts = p, resolution, ts
-        if ts is None:
-            from transformers import VideoMAEForVideoClassification
+        p, ts = _load(path, "CD-FVD", "VideoMAE-v2 ViT-g/14 SSv2 (vit_g_hybrid_pt_1200e_ssv2_ft.pth as released, "
+                      "a Hugging Face VideoMAE folder, or a TorchScript export)", flag)
+        self.path, self.resolution = p, resolution
+        from transformers import VideoMAEForVideoClassification
 
-            self.model = VideoMAEForVideoClassification.from_pretrained(str(p), local_files_only=True).eval()
+        if isinstance(ts, VideoMAEForVideoClassification):  # converted from the original checkpoint
+            self.model, self.ts = ts, None
+        elif ts is None:
+            self.model, self.ts = VideoMAEForVideoClassification.from_pretrained(str(p), local_files_only=True).eval(), None
+        else:
+            self.ts = ts
+        if self.ts is None:
             self.resolution = int(self.model.config.image_size)
 
     @torch.inference_mode()
