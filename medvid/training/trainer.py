@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
 import random
 import re
@@ -37,7 +38,7 @@ from medvid.training.config import TrainConfig
 from medvid.training.distributed import DistInfo, all_true, cleanup, init_distributed, mean_across
 from medvid.training.ema import EMA
 from medvid.utils.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from medvid.utils.logging import get_logger, setup_logging
+from medvid.utils.logging import LOGGER_NAME, get_logger, setup_logging
 
 log = get_logger("train")
 
@@ -159,7 +160,12 @@ class Trainer:
         self.device = info.device
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+        root_logger = logging.getLogger(LOGGER_NAME)
+        before = set(root_logger.handlers)
         setup_logging(self.out / "log.txt", rank=info.rank)
+        # This run's own handlers (log.txt), removed when the run ends so a later run in the same
+        # process does not write into this run's log.
+        self.own_handlers = [h for h in root_logger.handlers if h not in before]
         # Same initial weights on every rank (DDP also broadcasts them).
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -292,9 +298,23 @@ class Trainer:
         self.last_saved_step = self.step
         return path
 
+    def close(self) -> None:
+        root_logger = logging.getLogger(LOGGER_NAME)
+        for h in self.own_handlers:
+            root_logger.removeHandler(h)
+            h.close()
+        if self.writer:
+            self.writer.close()
+
     def load(self, path: Path) -> None:
         groups, state, _ = load_checkpoint(path)
-        self.model.load_state_dict(groups["model"])
+        try:
+            self.model.load_state_dict(groups["model"])
+        except RuntimeError as e:
+            raise ValueError(
+                f"checkpoint {path} does not fit the model of this config ({e}); resume with the config the run "
+                "was started with (its config.yaml) or use a new --out"
+            ) from e
         if self.ema is not None:
             self.ema.load_state_dict(groups["ema"], int(state.get("ema_updates", 0)))
         self.optimizer.load_state_dict(groups["optimizer"])
@@ -472,8 +492,6 @@ class Trainer:
             bar.close()
         if self.last_saved_step != self.step:
             self.save()
-        if self.writer:
-            self.writer.close()
         final = latest_checkpoint(self.out)
         log.info("training done: step %d, epoch %d, checkpoint %s", self.step, self.epoch, final)
         return final
@@ -553,7 +571,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: str | Path | None = Non
     Returns the final checkpoint folder. Under torchrun every process calls this; rank 0 writes.
     """
     info = init_distributed(cfg.device)
+    trainer = None
     try:
-        return Trainer(cfg, out_dir, info).run(resume)
+        trainer = Trainer(cfg, out_dir, info)
+        return trainer.run(resume)
     finally:
+        if trainer is not None:
+            trainer.close()
         cleanup(info)

@@ -62,6 +62,9 @@ def test_stop_and_resume_is_bit_identical(tiny_data, full_run, tmp_path):
     for i, st in a["optimizer"]["state"].items():
         assert all(torch.equal(v, b["optimizer"]["state"][i][k]) for k, v in st.items())
     assert sa["ema_updates"] == sb["ema_updates"] == 7
+    # Each run logs to its own log.txt only (runs in one process do not leak into each other's logs).
+    assert (full_run / "log.txt").read_text().count("training done") == 1
+    assert (tmp_path / "log.txt").read_text().count("training done") == 2 and "resumed from" in (tmp_path / "log.txt").read_text()
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(tiny_data, tmp_path, monkeypatch):
