@@ -125,15 +125,15 @@ class _StreamSampler(torch.utils.data.Sampler):
         self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
 
     def __iter__(self):
-        k = self.start
+        # ``start`` counts items this rank has consumed; an epoch is this rank's shard.
+        m = len(range(self.rank, self.n, self.world)) or self.n
+        epoch, j = divmod(self.start, m)
         while True:
-            epoch, j = divmod(k, self.n)
             perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
             shard = perm[self.rank :: self.world] or perm  # more ranks than clips: every rank sees all
             for pos in range(j, len(shard)):
                 yield shard[pos], epoch
-                k += 1
-            k = (epoch + 1) * self.n
+            epoch, j = epoch + 1, 0
 
     def __len__(self) -> int:  # pragma: no cover - endless
         return 2**62

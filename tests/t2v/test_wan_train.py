@@ -181,3 +181,17 @@ def test_manifest_caption_fields(clips, tmp_path):
     clip = load_clip(str(clips / "clip0.mp4"), 17, 16, 24, generator=torch.Generator().manual_seed(0))
     assert clip.shape == (17, 3, 16, 24) and clip.min() >= -1 and clip.max() <= 1
     torch.testing.assert_close(clip[-1], clip[-9])  # 9-frame video: the last frame repeats
+
+
+def test_stream_sampler_resumes_and_shards():
+    import itertools
+
+    from medvid.t2v.wan_train import _StreamSampler
+
+    take = lambda s, k: list(itertools.islice(iter(s), k))  # noqa: E731
+    full = take(_StreamSampler(5, 0, 0, 0, 1), 12)
+    assert sorted(i for i, e in full if e == 0) == [0, 1, 2, 3, 4]  # each epoch is a permutation
+    assert take(_StreamSampler(5, 0, 7, 0, 1), 5) == full[7:12]  # resuming mid-epoch continues exactly
+    r0, r1 = take(_StreamSampler(5, 0, 0, 0, 2), 3), take(_StreamSampler(5, 0, 0, 1, 2), 2)
+    assert sorted(i for i, _ in r0 + r1) == [0, 1, 2, 3, 4]  # two ranks split an epoch
+    assert take(_StreamSampler(5, 0, 4, 0, 2), 2) == take(_StreamSampler(5, 0, 0, 0, 2), 6)[4:]
