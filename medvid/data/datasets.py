@@ -38,6 +38,11 @@ from medvid.utils.logging import get_logger
 
 log = get_logger("data")
 
+# Readers a DataLoader worker inherited from its parent through fork(). FFmpeg's decoder threads do
+# not survive fork, so touching (or even closing) such a container in the child can wait forever on
+# threads that no longer exist: the child keeps them referenced, untouched, and opens its own.
+_INHERITED: list[Any] = []
+
 CLIP_ID = re.compile(r"^(?P<video>.*)@s(?P<start>\d+)r(?P<stride>\d+)(?P<flip>[fn])$")
 SHORT_POLICIES = ("loop", "stride")
 
@@ -143,6 +148,7 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.bad_videos: dict[str, str] = {}
         self._readers: OrderedDict[str, Any] = OrderedDict()
+        self._pid = os.getpid()
         if num_images and len(entries) == 1:
             log.warning(
                 "%s: only one video in split %r; its joint-training images come from the same video "
@@ -211,6 +217,9 @@ class ClipDataset(Dataset):
 
     # -- decoding ---------------------------------------------------------------------------------
     def _reader(self, v: int):
+        if self._pid != os.getpid():  # forked into a DataLoader worker
+            _INHERITED.append(self._readers)
+            self._readers, self._pid = OrderedDict(), os.getpid()
         path = self.entries[v]["path"]
         r = self._readers.pop(path, None)
         if r is None:
@@ -276,9 +285,12 @@ class ClipDataset(Dataset):
     def __getstate__(self):  # open containers cannot cross process boundaries
         state = self.__dict__.copy()
         state["_readers"] = OrderedDict()
+        state["_pid"] = None  # unpickled in another process: open fresh readers there
         return state
 
     def close(self) -> None:
+        if self._pid != os.getpid():
+            return
         for r in self._readers.values():
             r.close()
         self._readers.clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -172,6 +173,10 @@ class PyAVReader(VideoReader):
             self.close()
             raise VideoReadError(self.path, "the file holds no video stream", "give a file with a video track")
         self._stream = stream = streams[0]
+        # One decoder thread: clip reads are short, DataLoader workers give the parallelism, and
+        # FFmpeg's thread pool does not survive fork() (a worker inheriting it could hang).
+        stream.thread_type = "NONE"
+        stream.codec_context.thread_count = 1
         codec = stream.codec_context
         if codec is None or not codec.name:
             self.close()
@@ -219,6 +224,8 @@ class PyAVReader(VideoReader):
         }
         # The header knows how many frames were written; fewer packets means the file was cut short.
         self.metadata["truncated"] = bool(stream.frames and stream.frames > self.num_frames)
+        self._pid = os.getpid()
+        _OPEN_PYAV.add(self)
 
     def _decode_from(self, key_pts: int):
         self._container.seek(key_pts, stream=self._stream, backward=True, any_frame=False)
@@ -262,9 +269,26 @@ class PyAVReader(VideoReader):
 
     def close(self) -> None:
         c = getattr(self, "_container", None)
-        if c is not None:
+        if c is not None and getattr(self, "_pid", None) == os.getpid():
             c.close()
-            self._container = None
+        self._container = None
+
+
+# Containers a forked child inherits are never closed or freed in the child (their FFmpeg state
+# belongs to the parent): after fork they are moved into a list that lives as long as the child.
+_OPEN_PYAV: "weakref.WeakSet[PyAVReader]" = weakref.WeakSet()
+_FORK_KEPT: list[Any] = []
+
+
+def _after_fork_in_child() -> None:
+    for r in list(_OPEN_PYAV):
+        if getattr(r, "_container", None) is not None:
+            _FORK_KEPT.append(r._container)
+    _OPEN_PYAV.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DicomReader(VideoReader):

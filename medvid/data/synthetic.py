@@ -36,8 +36,11 @@ def index_frame(i: int, height: int, width: int, color: tuple[int, int, int] | N
 
 def bar_width(frame: np.ndarray) -> int:
     """Recover the frame index (mod width) written by ``index_frame`` from decoded pixels."""
-    rows = frame[: max(frame.shape[0] // 4, 1) // 2 + 1, :, 1].astype(np.float32).mean(0)
-    return int((rows > 128).sum())
+    band = frame[: max(frame.shape[0] // 4, 1) // 2 + 1].astype(np.float32).mean(0)  # (W, 3)
+    # Luma is stored at full resolution by 4:2:0 codecs (chroma is not): threshold it. The bar is
+    # white (luma 255); backgrounds written here stay below luma 150.
+    luma = band @ np.array([0.299, 0.587, 0.114], np.float32)
+    return int((luma > 200).sum())
 
 
 def write_video(
