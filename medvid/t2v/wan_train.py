@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 
 from medvid.config import ConfigError, load_config, to_dict
 from medvid.t2v.wan import WAN_HEIGHT, WAN_LORA_TARGETS, WAN_NUM_FRAMES, WAN_WIDTH
@@ -272,7 +273,11 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
             log.warning("sharded run: optimiser moments restart from zero after resume")
         lr_sched.load_state_dict(state["lr_schedule"])
         set_rng_state(groups["rng"]["global"])
-        noise_gen.set_state(groups["rng"]["noise"].to(torch.uint8))
+        noise = groups["rng"]["noise"]
+        if acc.process_index < len(noise):
+            noise_gen.set_state(noise[acc.process_index].to(torch.uint8))
+        else:
+            log.warning("checkpoint was written by fewer processes; rank %d keeps a fresh noise seed", acc.process_index)
         step, position, losses = int(state["step"]), int(state["position"]), list(state.get("losses", []))
         log.info("resumed from %s at step %d", ckpt, step)
 
@@ -304,8 +309,12 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
         return out_dir / subdir
 
     def save(step: int) -> None:
+        from accelerate.utils import gather_object
+
         current = trainable_state()
-        groups: dict[str, Any] = {"trainable": current, "rng": {"global": rng_state(), "noise": noise_gen.get_state()}}
+        # Every rank's noise generator, so a resumed multi-process run draws the same noise.
+        noise_states = gather_object([noise_gen.get_state()]) if acc.num_processes > 1 else [noise_gen.get_state()]
+        groups: dict[str, Any] = {"trainable": current, "rng": {"global": rng_state(), "noise": list(noise_states)}}
         if ema is not None:
             groups["ema"] = trainable_state(ema)
         if not sharded:
@@ -321,7 +330,7 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
 
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(__import__("yaml").safe_dump(to_dict(cfg), sort_keys=False))
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     t_start, steps_timed = time.perf_counter(), 0
     if cuda:
@@ -340,8 +349,9 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.optim.grad_clip > 0:
                     acc.clip_grad_norm_(params, cfg.optim.grad_clip)
-                optimizer.step()
-                lr_sched.step() if acc.sync_gradients else None
+                optimizer.step()  # accelerate skips it until the last micro-batch
+                if acc.sync_gradients:
+                    lr_sched.step()
                 optimizer.zero_grad(set_to_none=True)
             micro_losses.append(loss.detach())
         step += 1
