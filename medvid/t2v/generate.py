@@ -159,7 +159,9 @@ def load_wan_for_generation(cfg: GenerateConfig, device: torch.device):
     if where["transformer"] is not None:
         from diffusers import WanTransformer3DModel
 
-        pipe.transformer = WanTransformer3DModel.from_pretrained(where["transformer"]).to(pipe.transformer.dtype)
+        from medvid.t2v.wan import dtype_kwargs
+
+        pipe.transformer = WanTransformer3DModel.from_pretrained(where["transformer"], **dtype_kwargs(pipe.transformer.dtype))
     if where["lora"] is not None:
         lp = Path(where["lora"])
         if lp.is_file():

@@ -71,7 +71,7 @@ def require_wan_folder(path: str | Path | None) -> Path:
     return p
 
 
-def _dtype_kw(dtype: torch.dtype) -> dict[str, torch.dtype]:
+def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     """diffusers >= 0.36 names the argument ``dtype`` (``torch_dtype`` is deprecated); older: ``torch_dtype``."""
     try:
         from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
@@ -85,8 +85,8 @@ def load_wan_pipeline(path: str | Path | None, dtype: torch.dtype = torch.float3
     from diffusers import AutoencoderKLWan, WanPipeline
 
     p = require_wan_folder(path)
-    vae = AutoencoderKLWan.from_pretrained(p, subfolder="vae", **_dtype_kw(torch.float32))
-    pipe = WanPipeline.from_pretrained(p, vae=vae, **_dtype_kw(dtype))
+    vae = AutoencoderKLWan.from_pretrained(p, subfolder="vae", **dtype_kwargs(torch.float32))
+    pipe = WanPipeline.from_pretrained(p, vae=vae, **dtype_kwargs(dtype))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

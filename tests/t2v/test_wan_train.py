@@ -136,6 +136,15 @@ def test_full_finetune_exports_a_diffusers_transformer(wan_dir, clips, tmp_path)
     changed = [n for (n, a), b in zip(base.state_dict().items(), tuned.state_dict().values()) if not torch.equal(a, b)]
     assert len(changed) > 0.8 * len(base.state_dict())
 
+    # `medvid generate --checkpoint RUN` picks up the fine-tuned transformer.
+    from medvid.t2v.generate import GenerateConfig, load_wan_for_generation
+
+    pipe, where = load_wan_for_generation(
+        GenerateConfig(model="wan", checkpoint=str(tmp_path / "full"), prompt="x"), torch.device("cpu"))
+    assert where["transformer"] == tmp_path / "full" / "transformer" and where["lora"] is None
+    for k, v in tuned.state_dict().items():
+        assert torch.equal(pipe.transformer.state_dict()[k], v), k
+
 
 def test_bad_data_and_config_errors(wan_dir, clips, tmp_path):
     (tmp_path / "bad.csv").write_text("file,text\nclip0.mp4,a\n")
