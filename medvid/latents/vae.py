@@ -13,6 +13,8 @@ this. medvid encodes the 16 clip frames (the extra 17th frame exists only for op
 video latents, which is what the MedSora paper's Table 1 z-shape (4 video latents) and its reference
 code do; ``decode`` of 4 latents gives 16 frames back. Encoding 17 frames -> 5 latents is possible too
 (pass the clip with its flow frame), and is what a user who wants CogVideoX's native layout picks.
+The decoder mirrors this: 4 latents -> 16 frames, 5 -> 17; other counts need not round-trip
+(5 frames -> 2 latents -> 8 frames).
 
 Joint-training images are encoded each on its own (1 frame -> 1 latent frame), see
 ``encode_images`` and docs/architecture.md.
