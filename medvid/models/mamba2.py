@@ -113,6 +113,43 @@ def ssd_chunk_scan(x, dt, A, B, C, chunk_size=256, D=None, initial_states=None, 
     return (y, state) if return_final_states else y
 
 
+class _CausalDepthwiseConv(torch.autograd.Function):
+    """out[t, c] = bias[c] + sum_i w[c, i] x[t - (k-1) + i, c], channels-last, zeros before t = 0.
+
+    Written as k shifted multiply-adds with a hand-written backward: PyTorch's CPU depthwise conv1d
+    is slow for short sequences and some dtypes (it loops over channel groups) and needs two
+    transposes, and letting autograd differentiate the shifted slices allocates a zero-filled
+    gradient per slice.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, bias):
+        k, l = w.shape[1], x.shape[1]
+        xp = F.pad(x, (0, 0, k - 1, 0))  # (b, l + k - 1, c)
+        out = xp[:, k - 1 :] * w[:, k - 1] if bias is None else torch.addcmul(bias, xp[:, k - 1 :], w[:, k - 1])
+        for i in range(k - 1):
+            out.addcmul_(xp[:, i : i + l], w[:, i])
+        ctx.save_for_backward(xp, w)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, w = ctx.saved_tensors
+        k, l = w.shape[1], g.shape[1]
+        gp = F.pad(g, (0, 0, 0, k - 1))  # (b, l + k - 1, c), zeros after the end
+        gx = gp[:, :l] * w[:, k - 1]
+        for i in range(k - 1):  # x[s] fed out[s + k - 1 - i] through w[:, i]
+            gx.addcmul_(gp[:, k - 1 - i : k - 1 - i + l], w[:, i])
+        gw = torch.stack([(g * xp[:, i : i + l]).sum((0, 1)) for i in range(k)], dim=1)
+        return gx, gw, g.sum((0, 1)) if ctx.has_bias else None
+
+
+def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Depthwise causal conv along the length: x (b, l, c), w (c, k), bias (c,) -> (b, l, c)."""
+    return _CausalDepthwiseConv.apply(x, w, bias)
+
+
 class RMSNormGated(nn.Module):
     """mamba_ssm's gated RMSNorm: norm(x * silu(z)) * weight (norm_before_gate=False), per group."""
 
@@ -240,7 +277,7 @@ class Mamba2(nn.Module):
         if ops is not None and ops.conv1d is not None:
             xBC = ops.conv1d(xBC.transpose(1, 2), w, self.conv1d.bias, activation="silu").transpose(1, 2)
         else:
-            xBC = self.act(self._causal_conv(xBC, w, self.conv1d.bias))
+            xBC = self.act(causal_conv1d(xBC, w, self.conv1d.bias))
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         x = x.reshape(b, l, self.nheads, self.headdim)
         B = B.reshape(b, l, self.ngroups, self.d_state)
@@ -248,6 +285,7 @@ class Mamba2(nn.Module):
         A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # fp16-safe
         D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
         if ops is not None:
+            x, dt, B, C = (v.contiguous() for v in (x, dt, B, C))  # the triton kernels want dense inputs
             out = ops.chunk_scan(x, dt, A, B, C, self.chunk_size, D=D, dt_bias=self.dt_bias, dt_softplus=True,
                                  dt_limit=self.dt_limit, initial_states=initial_states,
                                  return_final_states=return_final_states)
@@ -262,22 +300,21 @@ class Mamba2(nn.Module):
         y = y.reshape(b, l, self.d_ssm).to(xBC.dtype)
         return (y, state) if return_final_states else y
 
-    def _causal_conv(self, x, w, bias):
-        """Depthwise causal conv along l, channels-last: x (b, l, c), w (c, k) -> (b, l, c).
-
-        Written as k shifted multiply-adds: PyTorch's CPU depthwise conv1d loops over channel groups
-        for some dtypes/layouts (one small conv per channel) and needs two transposes.
-        """
-        k, l = w.shape[1], x.shape[1]
-        xp = F.pad(x, (0, 0, k - 1, 0))  # (b, l + k - 1, c), zeros before the sequence
-        out = xp[:, k - 1 :] * w[:, k - 1] if bias is None else torch.addcmul(bias, xp[:, k - 1 :], w[:, k - 1])
-        for i in range(k - 1):
-            out = torch.addcmul(out, xp[:, i : i + l], w[:, i])
-        return out
-
     def gate_norm(self, y, z):
         """Gated RMSNorm (or plain gating when rmsnorm=False)."""
         return self.norm(y, z) if self.rmsnorm else y * F.silu(z)
+
+    def gate_norm_sum(self, ys, z):
+        """sum_i gate_norm(y_i, z) for several scans sharing the gate z (silu(z) and the norm weight once)."""
+        if not self.rmsnorm or self.norm_before_gate:
+            return sum(self.gate_norm(y, z) for y in ys)
+        sz = F.silu(z)
+        gs, eps = self.norm.group_size, self.norm.eps
+        total = 0
+        for y in ys:
+            yg = (y * sz).unflatten(-1, (-1, gs))  # (..., groups, group_size)
+            total = total + (yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
+        return total * self.norm.weight
 
     def forward(self, u, initial_states=None, return_final_states=False):
         """u: (B, L, d_model) -> (B, L, d_model) [, final SSM state (B, nheads, headdim, d_state)]."""

@@ -79,7 +79,7 @@ class SpiralMamba(nn.Module):
         for gi, (_, _, back) in enumerate(groups):
             pair = [rearrange(ys[2 * gi + j].index_select(1, invs[2 * gi + j]), back, b=b, f=f, h=hh, w=ww)
                     for j in range(2)]  # both directions back in place: (B, f, H, W, d_inner)
-            out.append(m.gate_norm(pair[0], z) + m.gate_norm(pair[1], z))
+            out.append(m.gate_norm_sum(pair, z))
         return out[0], out[1]
 
     def forward(self, u: torch.Tensor, layout: Layout) -> torch.Tensor:

@@ -140,3 +140,31 @@ def test_bad_arguments():
         Mamba2(d_model=32, headdim=16, ngroups=3)
     with pytest.raises(ValueError, match="expected input"):
         Mamba2(d_model=32, headdim=16)(torch.randn(2, 5, 31))
+
+
+def test_fused_kernels_only_on_cuda_and_only_in_kernels_module():
+    from pathlib import Path
+
+    import medvid.models as models
+    from medvid.models.kernels import fused_ops
+
+    assert fused_ops(torch.device("cpu")) is None
+    for f in Path(models.__file__).parent.glob("*.py"):
+        if f.name != "kernels.py":
+            text = f.read_text()
+            assert "import mamba_ssm" not in text and "from mamba_ssm" not in text, f
+
+
+@pytest.mark.parametrize("length", [1, 3, 17])
+def test_causal_conv_equals_torch_conv1d_with_gradients(length):
+    from medvid.models.mamba2 import causal_conv1d
+
+    x = torch.randn(2, length, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, length, 6, dtype=torch.float64)
+    ours = causal_conv1d(x, w, b)
+    ref = torch.nn.functional.conv1d(x.transpose(1, 2), w[:, None], b, padding=3, groups=6)[..., :length].transpose(1, 2)
+    assert torch.allclose(ours, ref, atol=1e-12)
+    for a, r in zip(torch.autograd.grad(ours, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)):
+        assert torch.allclose(a, r, atol=1e-12)

@@ -1,0 +1,221 @@
+"""Backbone benchmark: MedSora vs the STDiT baseline on the CPU, and the Mamba2 mixer vs references.
+
+Part 1, per model and latent shape (pixel clip -> latent: 4x temporal, 8x spatial compression):
+parameters, forward+backward FLOPs (torch.utils.flop_counter: matmuls, convs, attention; not
+elementwise ops), CPU time of one training step (forward, MSE, backward, AdamW; median of >= 5
+after warm-up), achieved FLOP/s, peak memory (RSS growth of a fresh process during the steps),
+and ratios against stdit of the same size in the same run.
+
+Part 2: the Mamba2 mixer (d_model 512, d_state 128, headdim 64, chunk 256) forward at several
+lengths: our chunked scan vs the sequential recurrence (``ssd_scan_ref``) vs transformers'
+Mamba2Mixer PyTorch path with the same weights; max |difference| is reported too.
+
+    python benchmarks/backbone.py            # --quick (default): a few minutes
+    python benchmarks/backbone.py --full     # all shapes, medsora-s/b and stdit-s/b
+
+Writes benchmarks/results/backbone.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHAPES = {"quick": [(16, 128), (16, 256), (32, 256)], "full": [(16, 128), (16, 256), (32, 256), (16, 512)]}
+MODELS = {"quick": ["medsora-s", "stdit-s"], "full": ["medsora-s", "medsora-b", "stdit-s", "stdit-b"]}
+LENGTHS = {"quick": [48, 256, 1024, 4096], "full": [48, 128, 256, 512, 1024, 2048, 4096]}
+
+
+def latent_shape(frames: int, res: int) -> tuple[int, int]:
+    return frames // 4, res // 8
+
+
+def _build(name, frames, res, batch):
+    from medvid.models import create_model
+
+    torch.manual_seed(0)
+    f, h = latent_shape(frames, res)
+    model = create_model(name, input_size=h, attn_dropout=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x = torch.randn(batch, f, model.in_channels, h, h)
+    t = torch.randint(0, 1000, (batch,))
+    target = torch.randn(batch, f, model.out_channels, h, h)
+
+    def step():
+        loss = torch.mean((model(x, t) - target) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step, (x, t, target)
+
+
+def _flops_and_memory(model, x, t, target) -> tuple[int, float]:
+    """Forward+backward FLOPs, and an estimate of peak training memory in MB: weights, gradients and
+    AdamW's two moments (4 x trainable floats) plus every tensor autograd saves for the backward pass
+    (counted once per storage). Deterministic, unlike RSS on a shared machine."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    storages = {}
+
+    def pack(tensor):
+        st = tensor.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        return tensor
+
+    with FlopCounterMode(display=False) as fc:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            loss = torch.mean((model(x, t) - target) ** 2)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    state = sum(p.numel() * p.element_size() for p in model.parameters())
+    train = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad) * 3
+    return fc.get_total_flops(), (state + train + sum(storages.values())) / 2**20
+
+
+def measure_pair(names, frames, res, batch, reps) -> list[dict]:
+    """Models of one shape, timed in alternation (step A, step B, step A, ...) so that load changes on a
+    shared machine hit all of them alike; the median of ``reps`` steps each after one warm-up."""
+    built = [_build(n, frames, res, batch) for n in names]
+    info = [_flops_and_memory(m, *data) for m, _, data in built]
+    for _, step, _ in built:
+        step()  # warm-up
+    times = [[] for _ in names]
+    for _ in range(reps):
+        for i, (_, step, _) in enumerate(built):
+            t0 = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - t0)
+    rows = []
+    for name, (model, _, (x, _, _)), (flops, mem), ts in zip(names, built, info, times):
+        sec = statistics.median(ts)
+        b, f, c, h, w = x.shape
+        tokens = b * f * (h // model.patch_size) * (w // model.patch_size)
+        rows.append(dict(model=name, frames=frames, resolution=res, latent=[b, f, c, h, w], tokens=tokens,
+                         params=sum(p.numel() for p in model.parameters()), flops=flops, step_s=sec,
+                         step_times=ts, gflops_per_s=flops / sec / 1e9, us_per_token=sec / tokens * 1e6,
+                         flops_per_token=flops / tokens, peak_mem_mb=mem))
+    return rows
+
+
+def mixer_bench(lengths, reps, threads) -> list[dict]:
+    import medvid.models.mamba2 as mm
+    from medvid.models import Mamba2
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    m = Mamba2(512, d_state=128, headdim=64, chunk_size=256)
+    try:
+        from transformers import Mamba2Config
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+
+        cfg = Mamba2Config(hidden_size=512, state_size=128, expand=2, head_dim=64, num_heads=16, n_groups=1,
+                           chunk_size=256, layer_norm_epsilon=1e-5, use_bias=False, use_conv_bias=True,
+                           num_hidden_layers=1)
+        hf = Mamba2Mixer(cfg, layer_idx=0)
+        hf.load_state_dict(m.state_dict())
+    except ImportError:
+        hf = None
+
+    def timed(fn, n):
+        fn()
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    rows = []
+    chunked = mm.ssd_chunk_scan
+    with torch.no_grad():
+        for L in lengths:
+            u = torch.randn(1, L, 512)
+            y = m(u)
+            row = dict(length=L, ours_s=timed(lambda: m(u), reps))
+            mm.ssd_chunk_scan = lambda x, dt, A, B, C, chunk_size, **kw: mm.ssd_scan_ref(
+                x, dt, A, B, C, kw.get("D"), kw.get("initial_states"), kw.get("return_final_states", False))
+            try:
+                row["recurrence_s"] = timed(lambda: m(u), max(1, reps // 2))
+                row["recurrence_maxdiff"] = (m(u) - y).abs().max().item()
+            finally:
+                mm.ssd_chunk_scan = chunked
+            if hf is not None:
+                row["transformers_s"] = timed(lambda: hf(u), reps)
+                row["transformers_maxdiff"] = (hf(u) - y).abs().max().item()
+                row["speedup_vs_transformers"] = row["transformers_s"] / row["ours_s"]
+            row["speedup_vs_recurrence"] = row["recurrence_s"] / row["ours_s"]
+            rows.append(row)
+            print(f"  L={L:5d} ours {row['ours_s'] * 1e3:8.1f} ms | recurrence {row['recurrence_s'] * 1e3:8.1f} ms "
+                  f"(x{row['speedup_vs_recurrence']:.1f}, diff {row['recurrence_maxdiff']:.1e})"
+                  + (f" | transformers {row['transformers_s'] * 1e3:8.1f} ms (x{row['speedup_vs_transformers']:.2f}, "
+                     f"diff {row['transformers_maxdiff']:.1e})" if hf is not None else ""), flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="medsora-s vs stdit-s, three shapes (default)")
+    g.add_argument("--full", action="store_true", help="all shapes, -s and -b models, more lengths")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=5, help="timed training steps per point (median)")
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--skip-mixer", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backbone.json"))
+    args = ap.parse_args(argv)
+    mode = "full" if args.full else "quick"
+
+    print(f"backbones ({mode}, batch {args.batch}, {args.threads} threads, median of {args.reps} steps)", flush=True)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for frames, res in SHAPES[mode]:
+        for r in measure_pair(MODELS[mode], frames, res, args.batch, args.reps):
+            rows.append(r)
+            print(f"  {r['model']:10s} {frames}x{res}: {r['step_s']:.3f} s/step, {r['gflops_per_s']:.1f} GFLOP/s",
+                  flush=True)
+    for r in rows:  # ratios against stdit of the same size and shape
+        base = next((b for b in rows if b["model"] == "stdit-" + r["model"].split("-")[1]
+                     and (b["frames"], b["resolution"]) == (r["frames"], r["resolution"])), None)
+        if base:
+            r["time_vs_stdit"] = r["step_s"] / base["step_s"]
+            r["flops_vs_stdit"] = r["flops"] / base["flops"]
+            r["flops_per_s_vs_stdit"] = r["gflops_per_s"] / base["gflops_per_s"]
+
+    hdr = (f"{'model':10s} {'clip':>7s} {'latent':>10s} {'params':>8s} {'GFLOP':>8s} {'s/step':>7s} {'GFLOP/s':>8s} "
+           f"{'us/tok':>7s} {'mem MB':>7s} {'t/stdit':>7s} {'F/stdit':>7s} {'FLOP/s/stdit':>12s}")
+    print("\n" + hdr + "\n" + "-" * len(hdr))
+    for r in rows:
+        lat = f"{r['latent'][1]}x{r['latent'][3]}x{r['latent'][4]}"
+        print(f"{r['model']:10s} {r['frames']:>3d}x{r['resolution']:<3d} {lat:>10s} {r['params'] / 1e6:7.2f}M "
+              f"{r['flops'] / 1e9:8.1f} {r['step_s']:7.3f} {r['gflops_per_s']:8.1f} {r['us_per_token']:7.1f} "
+              f"{r['peak_mem_mb']:7.0f} {r.get('time_vs_stdit', float('nan')):7.2f} "
+              f"{r.get('flops_vs_stdit', float('nan')):7.2f} {r.get('flops_per_s_vs_stdit', float('nan')):12.2f}")
+
+    mixer = []
+    if not args.skip_mixer:
+        print("\nMamba2 mixer forward (d_model 512, batch 1):", flush=True)
+        mixer = mixer_bench(LENGTHS[mode], args.reps, args.threads)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(mode=mode, batch=args.batch, threads=args.threads, torch=torch.__version__,
+                                   machine=platform.processor() or platform.machine(), backbones=rows,
+                                   mixer=mixer), indent=2))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
