@@ -139,7 +139,7 @@ def sample_videos(
     Returns the mp4 paths; ``out_dir`` also gets gif + npz per video and ``contact_sheet.png``.
     """
     from medvid.training.distributed import resolve_device
-    from medvid.training.trainer import build_vae, model_from_config
+    from medvid.training.builders import build_vae, model_from_config
     from medvid.utils.checkpoint import load_checkpoint
 
     if num < 1:
