@@ -192,7 +192,14 @@ class ClipDataset(Dataset):
         n = int(entry["num_frames"])
         stride = self._stride_for(n)
         span = (self.clip_length - 1) * stride + 1
-        start = int(rng.integers(0, n - span + 1)) if span <= n else int(rng.integers(0, n))
+        # Valid starts: [0, n - span] without looping, any frame with it. The clips of one video are
+        # stratified over that range (clip k draws from the k-th of clips_per_video slices), so
+        # several clips per video cover it instead of colliding.
+        starts = n - span + 1 if span <= n else n
+        k, kk = index % self.clips_per_video, self.clips_per_video
+        lo = k * starts // kk
+        hi = max(lo + 1, (k + 1) * starts // kk)
+        start = int(rng.integers(lo, hi)) % n
         flip = bool(self.hflip and rng.random() < 0.5)
         images = []
         nv = len(self.entries)
