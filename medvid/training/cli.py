@@ -18,7 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder: checkpoints, log.txt, tb/, samples/")
     parser.add_argument("--resume", default=None, help="'auto' (latest checkpoint in --out) or a checkpoint folder")
     parser.allow_abbrev = False
-    parser.epilog = "Any other --dotted.key VALUE overrides the config file (e.g. --optim.phases.0.lr 1e-4)."
+    parser.epilog = ("Any other --dotted.key VALUE overrides the config file, e.g. --optim.ema_decay 0.999 "
+                     "--data.latent_dir D --optim.phases '[{lr: 1e-4, batch_size: 2}]' (YAML values).")
     known = parser.parse_known_args
 
     def parse_known_args(args=None, namespace=None):

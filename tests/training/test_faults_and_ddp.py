@@ -111,9 +111,10 @@ def test_cli_overrides_and_errors(tiny_data, tmp_path, capsys):
     cfg_file = tmp_path / "tiny.yaml"
     save_yaml(tiny_config(tiny_data["latent_dir"]), cfg_file)
     rc = main(["train", "--config", str(cfg_file), "--out", str(tmp_path / "run"), "--max_steps", "1",
-               "--optim.ema_decay", "0.5", "--seed=3"])
+               "--optim.ema_decay", "0.5", "--seed=3", "--optim.phases", "[{lr: 2.0e-4, batch_size: 2}]"])
     assert rc == 0
     _, _, saved = load_checkpoint(tmp_path / "run")
     assert saved["max_steps"] == 1 and saved["optim"]["ema_decay"] == 0.5 and saved["seed"] == 3
+    assert saved["optim"]["phases"] == [{"until_epoch": None, "lr": 2e-4, "batch_size": 2}]
     rc = main(["train", "--config", str(cfg_file), "--out", str(tmp_path / "run2"), "--optim.ema_decai", "0.5"])
     assert rc == 2 and "ema_decai" in capsys.readouterr().err
