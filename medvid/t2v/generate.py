@@ -218,7 +218,8 @@ def load_medsora_for_generation(cfg: GenerateConfig, device: torch.device) -> di
     from medvid.diffusion import GaussianDiffusion
     from medvid.t2v.text import build_text_conditioner
     from medvid.training.config import TextConfig
-    from medvid.training.trainer import build_vae, model_from_config
+    from medvid.models import create_model_from_config
+    from medvid.training.builders import build_vae
     from medvid.utils.checkpoint import load_checkpoint
 
     weights = "ema" if cfg.use_ema else "model"
@@ -235,7 +236,7 @@ def load_medsora_for_generation(cfg: GenerateConfig, device: torch.device) -> di
         raise ValueError(f"--checkpoint {cfg.checkpoint} holds no {weights!r} weights; use --no-ema")
     if any(getattr(cfg, k) is not None for k in ("height", "width", "num_frames")):
         raise ValueError("--height/--width/--num-frames: MedSora generates the latent size it was trained on; drop them")
-    model = model_from_config(state["model_config"])
+    model = create_model_from_config(dict(state["model_config"]))
     model.load_state_dict(groups[weights])
     model.to(device).eval()
     d = state.get("diffusion") or {}
