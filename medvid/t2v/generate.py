@@ -80,6 +80,8 @@ class GenerateConfig:
             v = getattr(self, k)
             if v is not None and v < 1:
                 raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
+        if self.model == "medsora" and self.lora is not None:
+            raise ValueError("--lora applies to --model wan only; a MedSora checkpoint holds all its weights")
         if self.guidance is not None and self.guidance < 0:
             raise ValueError(f"--guidance must be >= 0, got {self.guidance}")
 

@@ -152,6 +152,12 @@ class TextConditioner:
         self.dropout = float(dropout)
         cfg = encoder.config
         self.context_dim = int(getattr(cfg, "d_model", None) or cfg.hidden_size)
+        max_pos = getattr(cfg, "max_position_embeddings", None)  # CLIP has learned positions; T5 is relative
+        if max_pos is not None and self.max_length > max_pos:
+            raise ValueError(
+                f"text.max_length={self.max_length} exceeds the {kind} encoder's {max_pos} positions; "
+                f"set text.max_length <= {max_pos}"
+            )
         self.cache = TextEmbeddingCache(cache_dir, self.fingerprint()) if cache_dir else None
         self._null: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -139,5 +139,7 @@ def test_cli_and_errors(wan_dir, tmp_path, capsys):
         W.require_wan_folder(tmp_path)
     with pytest.raises(ValueError, match="exactly one"):
         G.GenerateConfig(model="wan", checkpoint="x")
+    with pytest.raises(ValueError, match="--lora applies to --model wan"):
+        G.GenerateConfig(model="medsora", checkpoint="x", prompt="a", lora="l")
     with pytest.raises(ValueError, match="--steps"):
         G.GenerateConfig(model="wan", checkpoint="x", prompt="a", steps=0)

@@ -110,6 +110,8 @@ def test_missing_and_wrong_folders(t5_dir, clip_dir, tmp_path):
         build_text_conditioner(cfg(t5_dir, encoder="clip"))
     with pytest.raises(ValueError, match="text.encoder"):
         build_text_conditioner(cfg(t5_dir, encoder="bert"))
+    with pytest.raises(ValueError, match="max_length"):
+        build_text_conditioner(cfg(clip_dir, encoder="clip", max_length=64))  # the tiny CLIP has 32 positions
     with pytest.raises(ValueError, match="config.json"):
         build_text_conditioner(cfg(tmp_path))
     assert isinstance(build_text_conditioner(cfg(t5_dir)), TextConditioner)
