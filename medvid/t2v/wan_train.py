@@ -187,6 +187,12 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     out_dir = Path(out_dir)
     cuda = torch.cuda.is_available()
     precision = ("bf16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision
+    try:  # accelerate keeps one global state per process; let a second run choose its own precision
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=False)
+    except (ImportError, AttributeError):  # pragma: no cover - older accelerate
+        pass
     acc = Accelerator(
         mixed_precision="bf16" if precision == "bf16" else "no",
         gradient_accumulation_steps=cfg.grad_accum,

@@ -204,3 +204,23 @@ def test_stream_sampler_resumes_and_shards():
     r0, r1 = take(_StreamSampler(5, 0, 0, 0, 2), 3), take(_StreamSampler(5, 0, 0, 1, 2), 2)
     assert sorted(i for i, _ in r0 + r1) == [0, 1, 2, 3, 4]  # two ranks split an epoch
     assert take(_StreamSampler(5, 0, 4, 0, 2), 2) == take(_StreamSampler(5, 0, 0, 0, 2), 6)[4:]
+
+
+def test_bf16_lora_keeps_fp32_adapters_over_a_bf16_base(wan_dir, clips, tmp_path, monkeypatch):
+    captured = {}
+    real_load = W.load_wan_pipeline
+    def spy(*a, **k):
+        pipe = real_load(*a, **k)
+        captured.setdefault("pipe", pipe)
+        return pipe
+
+    monkeypatch.setattr(W, "load_wan_pipeline", spy)
+    summary = train_wan(make_cfg(wan_dir, clips, max_steps=1, precision="bf16", batch_size=1), tmp_path / "bf16")
+    assert np.isfinite(summary["losses"][0])
+    t = captured["pipe"].transformer
+    dtypes = {("lora_" in n, p.dtype) for n, p in t.named_parameters() if "norm" not in n and "scale_shift" not in n
+              and "time_embedder" not in n}
+    assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}
+    assert captured["pipe"].vae.dtype == torch.float32  # Wan's VAE stays fp32
+    # A following fp32 run in the same process is not blocked by accelerate's global state.
+    assert train_wan(make_cfg(wan_dir, clips, max_steps=1, batch_size=1), tmp_path / "fp32")["step"] == 1
