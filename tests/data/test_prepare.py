@@ -207,3 +207,18 @@ def test_prepare_embedded_echo_and_frame_folder(tmp_path):
     prepare(src, tmp_path / "out47", min_frames=47, progress=False)
     rep, _ = report_by_path(tmp_path / "out47")
     assert "too short: 30 frame(s), at least 47" in rep["echo.dcm"]["reason"]
+
+
+def test_unreadable_file_is_reported_not_fatal(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_video(src / "ok.mp4", num_frames=4, height=16, width=16)
+    write_video(src / "locked.mp4", num_frames=4, height=16, width=16, color=(5, 5, 5))
+    # Tests run as root, for whom chmod does not block reads: simulate a file we may not read.
+    import medvid.data.readers as readers
+
+    real_access = os.access
+    monkeypatch.setattr(readers.os, "access", lambda p, m: not str(p).endswith("locked.mp4") and real_access(p, m))
+    prepare(src, tmp_path / "out", progress=False)
+    rep, s = report_by_path(tmp_path / "out")
+    assert "permission denied" in rep["locked.mp4"]["reason"] and s["kept"] == 1
