@@ -75,7 +75,7 @@ def run(mode: str, batches, steps: int, alpha: float, seed: int = 0):
         x0 = b["latents"]
         t = diffusion.sample_timesteps(x0.shape[0], gen)
         noise = torch.randn(x0.shape, generator=gen)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         x_t = diffusion.q_sample(x0, t, noise)
         out, feats = model(x_t, t, num_images=b["num_images"], return_features=True)
         la = torch.zeros(()) if aligner is None else aligner(feats, batch, t, b["num_images"])
@@ -84,13 +84,14 @@ def run(mode: str, batches, steps: int, alpha: float, seed: int = 0):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
         with torch.no_grad():  # unweighted 1 - Pearson to the cached targets, measured in every mode
             r = probe.residuals([f.detach() for f in feats], b["flow_features"], torch.zeros_like(t), b["num_images"])
         curve.append({"step": step + 1, "diffusion": float(terms["loss"].mean().detach()), "align": float(la.detach()),
                       "r": float(r.mean()), "min_t": int(t.min())})
     warm = times[2:] if len(times) > 4 else times
-    return sum(warm) / len(warm), curve
+    wall, cpu = (sum(w[i] for w in warm) / len(warm) for i in (0, 1))
+    return {"wall": wall, "cpu": cpu}, curve
 
 
 def main() -> None:
@@ -123,10 +124,11 @@ def main() -> None:
         t_fly, _ = run("on-the-fly", batches, args.timing_steps, args.alpha)
     rows = [("none", t_none), ("cache", t_cache), ("on-the-fly", t_fly)]
     print(f"\nstep time, tiny MedSora (depth 2, width 64), batch 2 x (4 video + 2 image latents 8x8x4), "
-          f"{args.resolution}px 17-frame clips, 2 CPU threads")
-    print(f"{'mode':<12}{'s/step':>10}{'vs none':>10}")
+          f"{args.resolution}px 17-frame clips, 2 CPU threads; CPU seconds of this process (robust on a shared "
+          "machine) and wall seconds")
+    print(f"{'mode':<12}{'cpu s':>9}{'vs none':>9}{'wall s':>9}{'vs none':>9}")
     for name, t in rows:
-        print(f"{name:<12}{t:>10.3f}{t / t_none:>9.2f}x")
+        print(f"{name:<12}{t['cpu']:>9.3f}{t['cpu'] / t_none['cpu']:>8.2f}x{t['wall']:>9.3f}{t['wall'] / t_none['wall']:>8.2f}x")
     print("\nloss curves (same seed, same batches): diffusion loss and r = 1 - Pearson(block features, flow "
           "features) without / with alignment (cache); align = the weighted, hinged term")
     print(f"{'step':>6}{'diff none':>11}{'diff align':>11}{'r none':>9}{'r align':>9}{'align':>9}{'min t':>7}")
@@ -140,7 +142,8 @@ def main() -> None:
         "setup": {"model": "medsora-s depth 2 hidden 64 d_state 16 headdim 32", "batch": 2, "alpha": args.alpha,
                   "repnet": "efficientnet-lite0 (ImageNet stand-in for DINO)", "flow": "dis",
                   "resolution": args.resolution, "data": "pydicom examples_ybr_color.dcm, 4 clips", **prep},
-        "step_time_s": dict(rows), "ratio_vs_none": {n: t / t_none for n, t in rows},
+        "step_time_s": dict(rows),
+        "ratio_vs_none": {n: {k: t[k] / t_none[k] for k in ("cpu", "wall")} for n, t in rows},
         "curves": {"none": curve_none, "aligned_cache": curve_cache},
         "last_quarter_mean": {"diffusion_none": tail(curve_none, "diffusion"),
                               "diffusion_aligned": tail(curve_cache, "diffusion"),
