@@ -125,24 +125,30 @@ class _CausalDepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bias):
         k, l = w.shape[1], x.shape[1]
-        xp = F.pad(x, (0, 0, k - 1, 0))  # (b, l + k - 1, c)
-        out = xp[:, k - 1 :] * w[:, k - 1] if bias is None else torch.addcmul(bias, xp[:, k - 1 :], w[:, k - 1])
+        out = x * w[:, k - 1] if bias is None else torch.addcmul(bias, x, w[:, k - 1])
         for i in range(k - 1):
-            out.addcmul_(xp[:, i : i + l], w[:, i])
-        ctx.save_for_backward(xp, w)
+            s = k - 1 - i  # tap i looks s steps back
+            if s < l:
+                out[:, s:].addcmul_(x[:, : l - s], w[:, i])
+        ctx.save_for_backward(x, w)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, g):
-        xp, w = ctx.saved_tensors
+        x, w = ctx.saved_tensors
         k, l = w.shape[1], g.shape[1]
-        gp = F.pad(g, (0, 0, 0, k - 1))  # (b, l + k - 1, c), zeros after the end
-        gx = gp[:, :l] * w[:, k - 1]
-        for i in range(k - 1):  # x[s] fed out[s + k - 1 - i] through w[:, i]
-            gx.addcmul_(gp[:, k - 1 - i : k - 1 - i + l], w[:, i])
-        gw = torch.stack([(g * xp[:, i : i + l]).sum((0, 1)) for i in range(k)], dim=1)
-        return gx, gw, g.sum((0, 1)) if ctx.has_bias else None
+        gx = g * w[:, k - 1]
+        gw = [None] * k
+        gw[k - 1] = (g * x).sum((0, 1))
+        for i in range(k - 1):
+            s = k - 1 - i
+            if s < l:
+                gx[:, : l - s].addcmul_(g[:, s:], w[:, i])
+                gw[i] = (g[:, s:] * x[:, : l - s]).sum((0, 1))
+            else:
+                gw[i] = torch.zeros_like(gw[k - 1])
+        return gx, torch.stack(gw, dim=1), g.sum((0, 1)) if ctx.has_bias else None
 
 
 def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -24,7 +24,7 @@ def test_tiny_medsora_overfits_one_clip():
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if losses[-1] < losses[0] / 20:
+        if losses[-1] < losses[0] / 12:
             break
     assert losses[0] > 0.8  # adaLN-Zero: starts from predicting zeros
     assert min(losses) < losses[0] / 10, (losses[0], min(losses), len(losses))
