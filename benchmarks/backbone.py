@@ -6,7 +6,10 @@ elementwise ops), CPU time of one training step (forward, MSE, backward, AdamW; 
 after warm-up), achieved FLOP/s, peak memory (RSS growth of a fresh process during the steps),
 and ratios against stdit of the same size in the same run.
 
-Part 2: the Mamba2 mixer (d_model 512, d_state 128, headdim 64, chunk 256) forward at several
+Part 2: FLOPs per token as tokens per frame and frames grow (meta device, no compute): where the
+two families cross.
+
+Part 3: the Mamba2 mixer (d_model 512, d_state 128, headdim 64, chunk 256) forward at several
 lengths: our chunked scan vs the sequential recurrence (``ssd_scan_ref``) vs transformers'
 Mamba2Mixer PyTorch path with the same weights; max |difference| is reported too.
 
@@ -109,6 +112,36 @@ def measure_pair(names, frames, res, batch, reps) -> list[dict]:
     return rows
 
 
+def flops_scan(size: str) -> list[dict]:
+    """Forward+backward FLOPs per token of medsora vs stdit as tokens per frame and frames grow.
+
+    Counted on the meta device (shapes only, nothing is computed), so large shapes cost nothing."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from medvid.models import create_model
+
+    rows = []
+    grid = [(4, h) for h in (16, 32, 64, 96, 128)] + [(f, 32) for f in (8, 16, 32)]
+    for f, h in grid:
+        per_token = {}
+        for fam in ("medsora", "stdit"):
+            with torch.device("meta"):
+                m = create_model(f"{fam}-{size}", input_size=h, attn_dropout=0.0)
+                x, t = torch.randn(1, f, m.in_channels, h, h), torch.zeros(1)
+                with FlopCounterMode(display=False) as fc:
+                    m(x, t).sum().backward()
+            per_token[fam] = fc.get_total_flops() / (f * (h // m.patch_size) ** 2)
+        rows.append(dict(size=size, latent_frames=f, latent_hw=h, tokens_per_frame=(h // 2) ** 2,
+                         medsora_mflop_per_token=per_token["medsora"] / 1e6,
+                         stdit_mflop_per_token=per_token["stdit"] / 1e6,
+                         ratio=per_token["medsora"] / per_token["stdit"]))
+        r = rows[-1]
+        print(f"  {f:3d} frames x {h:3d}^2 latent ({r['tokens_per_frame']:5d} tokens/frame): medsora "
+              f"{r['medsora_mflop_per_token']:6.1f}  stdit {r['stdit_mflop_per_token']:6.1f} MFLOP/token  "
+              f"ratio {r['ratio']:.2f}", flush=True)
+    return rows
+
+
 def mixer_bench(lengths, reps, threads) -> list[dict]:
     import medvid.models.mamba2 as mm
     from medvid.models import Mamba2
@@ -203,6 +236,9 @@ def main(argv=None) -> int:
               f"{r['peak_mem_mb']:7.0f} {r.get('time_vs_stdit', float('nan')):7.2f} "
               f"{r.get('flops_vs_stdit', float('nan')):7.2f} {r.get('flops_per_s_vs_stdit', float('nan')):12.2f}")
 
+    print("\nFLOPs per token (fwd+bwd, counted on the meta device), -s models:", flush=True)
+    scan = flops_scan("s")
+
     mixer = []
     if not args.skip_mixer:
         print("\nMamba2 mixer forward (d_model 512, batch 1):", flush=True)
@@ -211,7 +247,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(mode=mode, batch=args.batch, threads=args.threads, torch=torch.__version__,
-                                   machine=platform.processor() or platform.machine(), backbones=rows,
+                                   machine=platform.processor() or platform.machine(), backbones=rows, flops_per_token=scan,
                                    mixer=mixer), indent=2))
     print(f"\nwrote {out}")
     return 0

@@ -233,6 +233,9 @@ class VideoBackbone(nn.Module):
                                  f"build it with num_classes=K")
             if y.shape != (b,) or y.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
                 raise ValueError(f"{name}: y must be integer class ids of shape ({b},), got {tuple(y.shape)} {y.dtype}")
+            if bool(((y < 0) | (y > self.num_classes)).any()):
+                raise ValueError(f"{name}: class ids must be in [0, {self.num_classes}] ({self.num_classes} = the "
+                                 f"null class for guidance), got {y.tolist()}")
         if context is not None:
             if self.context_dim is None:
                 raise ValueError(f"{name}: context was given but the model has no cross-attention; "

@@ -191,6 +191,8 @@ def test_bad_input_errors(name):
         mc(x, t, context=torch.randn(1, 2, 8), context_mask=torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="y must be"):
         mc(x, t, y=torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="class ids must be in"):
+        mc(x, t, y=torch.tensor([3]))
 
 
 def test_bad_construction_errors():
