@@ -8,6 +8,15 @@ Per block (see docs and ../shared/reference/medsora.md), with adaLN-Zero over th
   3. temporal Mamba: a plain Mamba-2 along the frame axis at each token position.
 Joint-training images (the trailing ``num_images`` frames) are one-frame clips in every cross-frame
 path: they never share a grid with the video or with each other, unlike the reference code.
+
+Other choices, where the reference code is unclear or odd:
+* spiral orders are gather indices of the actual spiral walk (the reference uses each cell's rank
+  along the spiral as the gather index, i.e. the inverse permutation);
+* rotary positions are the tokens' true raster positions in the frame (lucidrains' LocalAttention
+  offsets query positions by one window inside its look-around buckets);
+* q/k/v start from Xavier like every other Linear (the reference zero-initialises them);
+* the spatial feature for flow alignment is the residual stream right after the spatial branch,
+  as the reference's ``local_x``.
 """
 
 from __future__ import annotations
