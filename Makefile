@@ -13,6 +13,9 @@ install:
 
 install-test: install
 	$(PIP) install -e ".[dev]"
+	# Independent references the tests compare against (pytorch-fid's Frechet distance; the upstream
+	# EfficientNet-Lite port). --no-deps: pytorch-fid pins torchvision, which does not import beside CPU torch.
+	$(PIP) install --no-deps "pytorch-fid==0.3.0" "efficientnet-lite-pytorch==0.1.0"
 
 demo: install
 	medvid demo
