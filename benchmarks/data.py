@@ -118,7 +118,7 @@ def main() -> int:
         src.mkdir()
         nvid = 4 if args.quick else 6
         for i in range(nvid):
-            write_video(src / f"v{i}.mp4", num_frames=150, height=240, width=320, gop=30)
+            write_video(src / f"v{i}.mp4", num_frames=150, height=240, width=320, gop=30, color=(30 * i, 60, 90))
         try:
             from pydicom.data import get_testdata_file
 

@@ -29,7 +29,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medvid.data.manifest import ManifestError, read_manifest
@@ -64,23 +63,37 @@ def clip_frame_indices(num_video_frames: int, start: int, stride: int, length: i
     return (int(start) + int(stride) * np.arange(length)) % int(num_video_frames)
 
 
-def resize_center_crop(frames: np.ndarray | torch.Tensor, resolution: int) -> torch.Tensor:
-    """uint8 ``(T, H, W, 3)`` -> float ``(T, 3, R, R)`` in [-1, 1].
+def resize_center_crop(frames: np.ndarray | torch.Tensor, resolution: int, hflip: bool = False) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> float ``(T, 3, R, R)`` in [-1, 1] (mirrored when ``hflip``).
 
     Shorter side to ``resolution`` (the longer side truncated as torchvision's Resize does),
-    bilinear with antialiasing, then centre crop.
+    bilinear with antialiasing (Pillow's, which torchvision's antialiased tensor resize matches to
+    within one grey level), then centre crop. Runs in Pillow and numpy, single-threaded on purpose:
+    torch's intra-op threads in a data pipeline compete with the training step (and with each other
+    across DataLoader workers), which on a loaded 2-core machine made loading ~10x slower.
     """
-    x = torch.as_tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    h, w = x.shape[-2:]
+    from PIL import Image
+
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"resize_center_crop: expected uint8 (T, H, W, 3) frames, got {arr.dtype} {arr.shape}")
+    h, w = arr.shape[1:3]
     if h <= w:
         nh, nw = resolution, max(resolution, int(resolution * w / h))
     else:
         nh, nw = max(resolution, int(resolution * h / w)), resolution
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
     top, left = int(round((nh - resolution) / 2.0)), int(round((nw - resolution) / 2.0))
-    x = x[..., top : top + resolution, left : left + resolution]
-    return (x / 127.5 - 1.0).clamp_(-1.0, 1.0).contiguous()
+    out = np.empty((arr.shape[0], resolution, resolution, 3), np.uint8)
+    for i, f in enumerate(arr):
+        if (nh, nw) != (h, w):
+            f = np.asarray(Image.fromarray(f).resize((nw, nh), Image.BILINEAR))
+        out[i] = f[top : top + resolution, left : left + resolution]
+    if hflip:
+        out = out[:, :, ::-1]
+    x = out.transpose(0, 3, 1, 2).astype(np.float32)  # (T, 3, R, R)
+    x *= 1.0 / 127.5
+    x -= 1.0
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def _load_entries(manifest: Any) -> tuple[list[dict[str, Any]], str]:
@@ -246,8 +259,7 @@ class ClipDataset(Dataset):
         v = self.by_id[video_id]
         n = int(self.entries[v]["num_frames"])
         idx = clip_frame_indices(n, start, stride, length or self.clip_length)
-        x = resize_center_crop(self._reader(v).read(idx), self.resolution)
-        return x.flip(-1) if hflip else x
+        return resize_center_crop(self._reader(v).read(idx), self.resolution, hflip=hflip)
 
     def get_clip(self, clip_id: str, length: int | None = None) -> dict[str, Any]:
         """Rebuild a clip from its id (the flow-feature cache uses this to line up with latents)."""
@@ -260,13 +272,12 @@ class ClipDataset(Dataset):
         video = self.read_clip(spec["video_id"], spec["start"], spec["stride"], spec["hflip"])
         images = []
         for w, frame, flip in spec["images"]:
-            img = resize_center_crop(self._reader(w).read([frame]), self.resolution)[0]
-            images.append(img.flip(-1) if flip else img)
+            images.append(resize_center_crop(self._reader(w).read([frame]), self.resolution, hflip=flip)[0])
         r = self.resolution
         entry = self.entries[spec["video_index"]]
         return {
             "video": video,
-            "images": torch.stack(images) if images else torch.zeros(0, 3, r, r),
+            "images": torch.from_numpy(np.stack([i.numpy() for i in images])) if images else torch.zeros(0, 3, r, r),
             "video_id": spec["video_id"],
             "clip_id": spec["clip_id"],
             "caption": str(entry.get("caption", "")),

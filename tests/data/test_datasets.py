@@ -36,12 +36,23 @@ def pil_reference(frame: np.ndarray, r: int) -> np.ndarray:
     return p[top : top + r, left : left + r] / 127.5 - 1
 
 
+def torch_reference(frame: np.ndarray, r: int) -> np.ndarray:
+    """torchvision's Resize(r, antialias=True) + CenterCrop(r) on a float tensor, written out."""
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    h, w = frame.shape[:2]
+    size = (r, int(r * w / h)) if h <= w else (int(r * h / w), r)
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = int(round((size[0] - r) / 2.0)), int(round((size[1] - r) / 2.0))
+    return (x[0, :, top : top + r, left : left + r].permute(1, 2, 0) / 127.5 - 1).numpy()
+
+
 @pytest.mark.parametrize("shape", [(240, 320), (50, 30), (33, 33)])
-def test_resize_center_crop_matches_pil_bilinear(shape):
+def test_resize_center_crop_matches_torch_antialiased_bilinear(shape):
     img = np.random.default_rng(0).integers(0, 256, (*shape, 3)).astype(np.uint8)
     out = resize_center_crop(img[None], 32)[0].permute(1, 2, 0).numpy()
-    assert out.shape == (32, 32, 3)
-    np.testing.assert_allclose(out, pil_reference(img, 32), atol=1.01 / 127.5)  # PIL rounds to uint8
+    assert out.shape == (32, 32, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, torch_reference(img, 32), atol=1.01 / 127.5)  # Pillow rounds to uint8
+    np.testing.assert_array_equal(resize_center_crop(img[None], 32, hflip=True)[0].numpy(), out.transpose(2, 0, 1)[:, :, ::-1])
 
 
 def test_echo_cine_loops_and_matches_reference_frames():
