@@ -9,9 +9,10 @@ and ratios against stdit of the same size in the same run.
 Part 2: FLOPs per token as tokens per frame and frames grow (meta device, no compute): where the
 two families cross.
 
-Part 3: the Mamba2 mixer (d_model 512, d_state 128, headdim 64, chunk 256) forward at several
-lengths: our chunked scan vs the sequential recurrence (``ssd_scan_ref``) vs transformers'
-Mamba2Mixer PyTorch path with the same weights; max |difference| is reported too.
+Part 3: the Mamba2 mixer (d_model 512, d_state 128, headdim 64, chunk 256), forward, batch 1, at
+several lengths: ours vs the same mixer with the sequential recurrence (``ssd_scan_ref``) vs
+transformers' Mamba2Mixer PyTorch path with the same weights; and the SSD scan alone (ours vs
+``ssd_scan_ref`` vs transformers' ``mamba2_chunk_scan`` fallback). Max |difference| is reported.
 
     python benchmarks/backbone.py            # --quick (default): a few minutes
     python benchmarks/backbone.py --full     # all shapes, medsora-s/b and stdit-s/b
@@ -143,23 +144,26 @@ def flops_scan(size: str) -> list[dict]:
 
 
 def mixer_bench(lengths, reps, threads) -> list[dict]:
+    """Forward time of the whole mixer and of the SSD scan alone: ours, sequential, transformers."""
     import medvid.models.mamba2 as mm
     from medvid.models import Mamba2
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     m = Mamba2(512, d_state=128, headdim=64, chunk_size=256)
+    hf = hf_scan = None
     try:
         from transformers import Mamba2Config
-        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+        from transformers.models.mamba2 import modeling_mamba2 as hm
 
         cfg = Mamba2Config(hidden_size=512, state_size=128, expand=2, head_dim=64, num_heads=16, n_groups=1,
                            chunk_size=256, layer_norm_epsilon=1e-5, use_bias=False, use_conv_bias=True,
                            num_hidden_layers=1)
-        hf = Mamba2Mixer(cfg, layer_idx=0)
+        hf = hm.Mamba2Mixer(cfg, layer_idx=0)
         hf.load_state_dict(m.state_dict())
+        hf_scan = hm.mamba2_chunk_scan  # its PyTorch fallback on a CPU without mamba_ssm
     except ImportError:
-        hf = None
+        pass
 
     def timed(fn, n):
         fn()
@@ -170,30 +174,48 @@ def mixer_bench(lengths, reps, threads) -> list[dict]:
             ts.append(time.perf_counter() - t0)
         return statistics.median(ts)
 
+    def sequential(x, dt, A, B, C, chunk_size, **kw):
+        return mm.ssd_scan_ref(x, dt, A, B, C, kw.get("D"), kw.get("initial_states"),
+                               kw.get("return_final_states", False))
+
     rows = []
     chunked = mm.ssd_chunk_scan
     with torch.no_grad():
         for L in lengths:
             u = torch.randn(1, L, 512)
             y = m(u)
-            row = dict(length=L, ours_s=timed(lambda: m(u), reps))
-            mm.ssd_chunk_scan = lambda x, dt, A, B, C, chunk_size, **kw: mm.ssd_scan_ref(
-                x, dt, A, B, C, kw.get("D"), kw.get("initial_states"), kw.get("return_final_states", False))
+            row = dict(length=L, mixer_ours_s=timed(lambda: m(u), reps))
+            mm.ssd_chunk_scan = sequential
             try:
-                row["recurrence_s"] = timed(lambda: m(u), max(1, reps // 2))
-                row["recurrence_maxdiff"] = (m(u) - y).abs().max().item()
+                row["mixer_recurrence_s"] = timed(lambda: m(u), max(1, reps // 2))
+                row["mixer_recurrence_maxdiff"] = (m(u) - y).abs().max().item()
             finally:
                 mm.ssd_chunk_scan = chunked
+            # the scan alone, on the mixer's own inputs
+            g = torch.Generator().manual_seed(L)
+            x = torch.randn(1, L, 16, 64, generator=g)
+            dt = torch.nn.functional.softplus(torch.randn(1, L, 16, generator=g) - 4)
+            A = -torch.exp(m.A_log)
+            B, C = (torch.randn(1, L, 1, 128, generator=g) for _ in range(2))
+            ys = chunked(x, dt, A, B, C, 256, D=m.D)
+            row["scan_ours_s"] = timed(lambda: chunked(x, dt, A, B, C, 256, D=m.D), reps)
+            row["scan_recurrence_s"] = timed(lambda: mm.ssd_scan_ref(x, dt, A, B, C, m.D), max(1, reps // 2))
             if hf is not None:
-                row["transformers_s"] = timed(lambda: hf(u), reps)
-                row["transformers_maxdiff"] = (hf(u) - y).abs().max().item()
-                row["speedup_vs_transformers"] = row["transformers_s"] / row["ours_s"]
-            row["speedup_vs_recurrence"] = row["recurrence_s"] / row["ours_s"]
+                row["mixer_transformers_s"] = timed(lambda: hf(u), reps)
+                row["mixer_transformers_maxdiff"] = (hf(u) - y).abs().max().item()
+                row["scan_transformers_s"] = timed(lambda: hf_scan(x, dt, A, B, C, 256, D=m.D), reps)
+                row["scan_transformers_maxdiff"] = (hf_scan(x, dt, A, B, C, 256, D=m.D) - ys).abs().max().item()
             rows.append(row)
-            print(f"  L={L:5d} ours {row['ours_s'] * 1e3:8.1f} ms | recurrence {row['recurrence_s'] * 1e3:8.1f} ms "
-                  f"(x{row['speedup_vs_recurrence']:.1f}, diff {row['recurrence_maxdiff']:.1e})"
-                  + (f" | transformers {row['transformers_s'] * 1e3:8.1f} ms (x{row['speedup_vs_transformers']:.2f}, "
-                     f"diff {row['transformers_maxdiff']:.1e})" if hf is not None else ""), flush=True)
+    print(f"{'L':>5s} | {'mixer: ours':>11s} {'recurrence':>10s} {'transformers':>12s} {'x tf':>5s} | "
+          f"{'scan: ours':>10s} {'recurrence':>10s} {'transformers':>12s} {'x tf':>6s} {'x rec':>6s} | max|diff| tf")
+    for r in rows:
+        tf = r.get("mixer_transformers_s", float("nan"))
+        stf = r.get("scan_transformers_s", float("nan"))
+        print(f"{r['length']:5d} | {r['mixer_ours_s'] * 1e3:9.1f}ms {r['mixer_recurrence_s'] * 1e3:8.1f}ms "
+              f"{tf * 1e3:10.1f}ms {tf / r['mixer_ours_s']:5.2f} | {r['scan_ours_s'] * 1e3:8.1f}ms "
+              f"{r['scan_recurrence_s'] * 1e3:8.1f}ms {stf * 1e3:10.1f}ms {stf / r['scan_ours_s']:6.2f} "
+              f"{r['scan_recurrence_s'] / r['scan_ours_s']:6.1f} | "
+              f"{r.get('mixer_transformers_maxdiff', float('nan')):.1e} / {r.get('scan_transformers_maxdiff', float('nan')):.1e}")
     return rows
 
 
