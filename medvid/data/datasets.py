@@ -418,8 +418,12 @@ class LatentDataset(Dataset):
         parts = [video]
         if n_img:
             parts.append(self.shards.get(row["shard"], f"{cid}/images"))  # (N_img, C, h, w)
+        if video.dtype == torch.bfloat16:
+            latents = torch.cat(parts, 0).float()
+        else:  # numpy: single-threaded, no intra-op thread pool contending with the training step
+            latents = torch.from_numpy(np.concatenate([p.numpy() for p in parts]).astype(np.float32, copy=False))
         item = {
-            "latents": torch.cat(parts, 0).float(),
+            "latents": latents,
             "num_images": n_img,
             "clip_id": cid,
             "video_id": row.get("video_id", ""),
