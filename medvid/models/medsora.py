@@ -22,7 +22,6 @@ Other choices, where the reference code is unclear or odd:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
