@@ -139,13 +139,24 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str])
         overrides = pairs
     out = json.loads(json.dumps(data, default=str))
     for key, value in overrides.items():
-        node = out
+        node: Any = out
         parts = key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node = node[p]
-        node[parts[-1]] = value
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):  # ``--optim.phases.0.lr``: an index into a list
+                if not p.isdigit() or int(p) >= len(node):
+                    raise ConfigError(f"override --{key}: {p!r} is not an index of a {len(node)}-item list")
+                if last:
+                    node[int(p)] = value
+                else:
+                    node = node[int(p)]
+                continue
+            if last:
+                node[p] = value
+            else:
+                if not isinstance(node.get(p), (dict, list)):
+                    node[p] = {}
+                node = node[p]
     return out
 
 

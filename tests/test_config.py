@@ -29,6 +29,10 @@ def test_round_trip_and_overrides(tmp_path):
     assert back.steps == 3 and back.optim.lr == 1e-4 and back.flag is True and back.mode == "b"
     assert to_dict(back)["optim"]["betas"] == [0.9, 0.999]
     assert apply_overrides({"a": {"b": 1}}, {"a.c": 2}) == {"a": {"b": 1, "c": 2}}
+    phases = {"p": [{"lr": 1, "bs": 2}, {"lr": 3}]}
+    assert apply_overrides(phases, ["--p.1.lr", "0.5"]) == {"p": [{"lr": 1, "bs": 2}, {"lr": 0.5}]}
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides(phases, ["--p.2.lr", "0.5"])
 
 
 def test_unknown_and_wrong_keys_fail_loudly():

@@ -67,6 +67,7 @@ def generate_to_dir(
     text=None,
     num_classes: int = 0,
     device: torch.device | str | None = None,
+    meta: dict | None = None,
 ) -> list[Path]:
     """Sample ``spec.num`` videos of latent shape (F, C, h, w) into ``out_dir``; returns the mp4 paths.
 
@@ -107,7 +108,8 @@ def generate_to_dir(
         log.info("sampled %d/%d", start + b, spec.num)
     if sheet_rows:
         contact_sheet(sheet_rows, out_dir / "contact_sheet.png", max_frames=SHEET_FRAMES)
-    (out_dir / "samples.json").write_text(json.dumps({**spec.__dict__, "latent_shape": list(latent_shape)}, indent=1))
+    record = {**spec.__dict__, "latent_shape": list(latent_shape), **(meta or {})}
+    (out_dir / "samples.json").write_text(json.dumps(record, indent=1, default=str))
     model.train(was_training)
     return paths
 
@@ -181,5 +183,7 @@ def sample_videos(
                       negative_prompt=negative_prompt, class_id=class_id)
     log.info("sampling %d video(s) from %s (%s weights, step %s) with %s-%d, cfg %.2f", num, checkpoint, weights,
              state.get("step"), sampler, spec.steps, cfg_scale)
+    # The sidecar names the checkpoint so the evaluation report can find the run's curves and config.
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights}
     return generate_to_dir(model, diffusion, tuple(state["latent_shape"]), spec, out_dir, vae=vae_obj, text=text,
-                           num_classes=int(state.get("num_classes", 0)), device=dev)
+                           num_classes=int(state.get("num_classes", 0)), device=dev, meta=meta)

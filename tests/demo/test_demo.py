@@ -31,6 +31,10 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert (out / "samples" / "contact_sheet.png").is_file()
     html = (out / "report.html").read_text()
     assert "fd_effnet_frame" in html and "<table" in html
+    # The samples name their checkpoint, so the report shows the run's configuration and curves.
+    sidecar = json.loads((out / "samples" / "samples.json").read_text())
+    assert sidecar["checkpoint"].startswith(str(out / "medsora"))
+    assert "medsora-s" in html and "<svg" in html
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert np.isfinite(metrics["fd_effnet_frame"]["value"])
     # The comparison table holds the samples and the two reference rows.
