@@ -14,7 +14,8 @@ Measures, at the MedSora protocol (16 frames every 3rd frame + flow frame, 128x1
 4. one medsora-s training step (forward + backward + AdamW, batch 2) to express data loading
    from cached latents as a share of a step (target: under 5%).
 
-Ratios are against the baseline in the same run (loading from videos with 0 workers).
+Ratios are against the baseline in the same run (loading from videos with 0 workers). Rows with
+workers "getitem" time the dataset alone (no DataLoader, no collate).
 Results: benchmarks/results/data.json.
 """
 
@@ -140,6 +141,13 @@ def main() -> int:
             rows.append({"source": "videos", "workers": w, "clips_per_s": time_loader(clips, w, 2, n_clips)})
         for w in (0, 1, 2):
             rows.append({"source": "cached latents", "workers": w, "clips_per_s": time_loader(lat, w, 2, 400)})
+        # Dataset alone (no DataLoader, no collate): what __getitem__ costs.
+        for name, ds_, n in (("videos", clips, n_clips), ("cached latents", lat, 400)):
+            ds_[0]
+            t0 = time.perf_counter()
+            for i in range(n):
+                ds_[i % len(ds_)]
+            rows.append({"source": name, "workers": "getitem", "clips_per_s": n / (time.perf_counter() - t0)})
         base = rows[0]["clips_per_s"]
         for r in rows:
             r["vs_videos_0_workers"] = r["clips_per_s"] / base
@@ -183,7 +191,7 @@ def main() -> int:
     print(f"\nData loading at {res}x{res} (latents {results['latent_shape']})")
     print(f"{'source':<16}{'workers':>8}{'clips/s':>10}{'x videos/0w':>13}")
     for r in results["rows"]:
-        print(f"{r['source']:<16}{r['workers']:>8}{r['clips_per_s']:>10.2f}{r['vs_videos_0_workers']:>13.1f}")
+        print(f"{r['source']:<16}{str(r['workers']):>8}{r['clips_per_s']:>10.2f}{r['vs_videos_0_workers']:>13.1f}")
     if "vae" in results:
         v = results["vae"]
         print(f"\nOn-the-fly encoding, {v['name']}: video {v['encode_video_s']:.2f} s + 8 images "
