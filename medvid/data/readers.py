@@ -310,6 +310,7 @@ class DicomReader(VideoReader):
             raise VideoReadError(self.path, f"not a readable DICOM file ({e})", "check the file is a complete DICOM export") from e
         if "PixelData" not in ds and "FloatPixelData" not in ds and not hasattr(ds, "Rows"):
             raise VideoReadError(self.path, "the DICOM file holds no image data", "export the cine/multi-frame series, not a report")
+        self._header = ds
         self.num_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         self.height, self.width = int(ds.Rows), int(ds.Columns)
         self._photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
@@ -335,10 +336,7 @@ class DicomReader(VideoReader):
                 self._window = (wc - ww / 2.0, wc + ww / 2.0)
                 self.metadata["window"] = "header"
             elif self._bits > 8:
-                try:
-                    self._window = robust_window([self._raw(i) for i in sample_positions(self.num_frames)])
-                except VideoReadError:
-                    raise
+                self._window = robust_window([self._raw(i) for i in sample_positions(self.num_frames)])
                 self.metadata["window"] = "percentile"
         # Decode one frame now: a file whose pixel data is broken fails at prepare time, not in training.
         self._read_sorted([0])
@@ -376,9 +374,8 @@ class DicomReader(VideoReader):
             a = self._raw(i)
             if self._photometric == "PALETTE COLOR":
                 from pydicom.pixels import apply_color_lut
-                import pydicom
 
-                a = apply_color_lut(a, pydicom.dcmread(self.path, stop_before_pixels=True))
+                a = apply_color_lut(a, self._header)
                 a = window_to_uint8(a, 0, 65535) if a.dtype != np.uint8 else a
             elif self._samples == 1:
                 if self._window is not None:
