@@ -40,7 +40,7 @@ from medvid.config import from_dict, load_config, save_yaml, to_dict
 from medvid.curation.dedup import Deduplicator, clip_hashes
 from medvid.curation.filters import (BlurFilter, BorderFilter, JumpFilter, LearnedScoreFilter, SizeFilter,
                                      StaticFilter, TextFilter, find_content_box, load_scorer, resize_max_side)
-from medvid.curation.manifest import write_json, write_jsonl
+from medvid.data.manifest import write_json, write_jsonl
 from medvid.curation.reader import find_videos, open_source
 from medvid.curation.scenes import detect_scenes, iter_frames, make_cut_detector, split_long
 from medvid.utils.logging import get_logger

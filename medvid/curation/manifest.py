@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
 
 # original / alternative column name (lower-cased, separators collapsed) -> medvid key
 _ALIASES = {
@@ -82,27 +82,8 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Write JSON lines atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def import_metadata(path: str | Path) -> list[dict[str, Any]]:

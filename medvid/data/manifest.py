@@ -18,6 +18,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from medvid.utils.logging import get_logger
+
+log = get_logger("data")
+
 REQUIRED = ("path", "id", "num_frames", "fps", "height", "width")
 SPLITS = ("train", "val")
 
@@ -112,6 +116,32 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return path
+
+
+def read_jsonl_repairing(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of an append-only JSONL index; a last line cut short by a crash is dropped from the file.
+
+    Caches (``medvid encode``, ``medvid flow-features``) append a line only after the data it
+    points to is safely on disk, so a torn last line means "not written": removing it is the repair.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    rows, good = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    if good != len(raw):
+        log.warning("%s: dropping a partly written last line (interrupted run)", path)
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    return rows
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -282,7 +282,7 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig | None = None, fresh
     tr = runner.run("train", lambda: stage_train(cfg, out, enc["latent_dir"], flow["features_dir"]),
                     "train MedSora with flow alignment")
     smp = runner.run("sample", lambda: stage_sample(cfg, out, tr["run"]), "sample videos (DDIM, EMA weights)")
-    ev = runner.run("evaluate", lambda: stage_evaluate(cfg, out, data["prepared"], smp["samples"]),
+    runner.run("evaluate", lambda: stage_evaluate(cfg, out, data["prepared"], smp["samples"]),
                     "evaluate against held-out heartbeats and write the report")
     total = time.perf_counter() - t0
     summary = {"out": str(out), "seconds": round(total, 1), "stages": runner.results}

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from medvid.data.manifest import read_jsonl_repairing
 from medvid.utils.logging import get_logger
 
 log = get_logger("flow")
@@ -39,25 +40,6 @@ SHARD = re.compile(r"^shard-(\d{5,})\.safetensors$")
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _read_index(path: Path) -> list[dict[str, Any]]:
-    """Index rows; a last line cut short by a crash is dropped from the file."""
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    rows, good = [], 0
-    for line in raw.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        good += len(line)
-    if good != len(raw):
-        log.warning("%s: dropping a partly written last line (interrupted run)", path)
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
-    return rows
 
 
 def _clips_from_source(source: Path, splits: tuple[str, ...], protocol: dict[str, Any]):
@@ -72,7 +54,7 @@ def _clips_from_source(source: Path, splits: tuple[str, ...], protocol: dict[str
         manifest = Path(meta["manifest"])
         protocol = {k: meta["protocol"][k] for k in ("num_frames", "frame_stride", "resolution", "seed",
                                                      "clips_per_video", "short_policy", "hflip")}
-        clip_ids = [r["clip_id"] for r in _read_index(source / "index.jsonl") if r.get("split", "train") in splits]
+        clip_ids = [r["clip_id"] for r in read_jsonl_repairing(source / "index.jsonl") if r.get("split", "train") in splits]
         entries = read_manifest(manifest)
     else:
         manifest = resolve_manifest(source)
@@ -146,7 +128,7 @@ def compute_flow_features(
         meta["shapes"] = old.get("shapes")
 
     index_path = out / "index.jsonl"
-    rows = _read_index(index_path)
+    rows = read_jsonl_repairing(index_path)
     done = {r["clip_id"] for r in rows}
     used = {r["shard"] for r in rows}
     numbers = []
@@ -198,7 +180,7 @@ def compute_flow_features(
     if not meta_path.is_file():
         meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     ds.close()
-    return {**stats, "total_clips": len(_read_index(index_path)), "out": str(out), "repnet": net.name,
+    return {**stats, "total_clips": len(read_jsonl_repairing(index_path)), "out": str(out), "repnet": net.name,
             "shapes": meta.get("shapes")}
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from medvid.data.datasets import ClipDataset
-from medvid.data.manifest import ManifestError, read_manifest, resolve_manifest, write_json
+from medvid.data.manifest import ManifestError, read_jsonl_repairing, read_manifest, resolve_manifest, write_json
 from medvid.latents.vae import VideoVAE, load_vae
 from medvid.utils.logging import get_logger
 
@@ -41,25 +41,6 @@ SHARD = re.compile(r"^shard-(\d{5,})\.safetensors$")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _read_index_repairing(path: Path) -> list[dict[str, Any]]:
-    """Index rows; a last line cut short by a crash is dropped from the file."""
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    rows, good = [], 0
-    for line in raw.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        good += len(line)
-    if good != len(raw):
-        log.warning("%s: dropping a partly written last line (interrupted run)", path)
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
-    return rows
 
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +126,7 @@ def encode(
     write_json(meta_path, meta)
 
     index_path = out / "index.jsonl"
-    rows = _read_index_repairing(index_path)
+    rows = read_jsonl_repairing(index_path)
     done = {r["clip_id"] for r in rows}
     used_shards = {r["shard"] for r in rows}
     numbers = [int(m.group(1)) for p in out.iterdir() if (m := SHARD.match(p.name))]
@@ -239,7 +220,7 @@ def encode(
         flush()
         bad_videos.update(ds.bad_videos)
     flush()
-    total = len(_read_index_repairing(index_path))
+    total = len(read_jsonl_repairing(index_path))
     summary = {**stats, "total_clips": total, "bad_videos": bad_videos, "out": str(out)}
     if total == 0:
         raise ManifestError(f"{manifest}: no clip could be encoded (splits {list(splits)}); see the warnings above")

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medvid.curation.manifest import read_manifest, write_jsonl
+from medvid.curation.manifest import read_manifest
+from medvid.data.manifest import write_jsonl
 from medvid.curation.reader import sample_frames
 from medvid.utils.logging import get_logger
 from medvid.vlm.prompts import default_template, load_template

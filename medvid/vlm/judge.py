@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from medvid.curation.manifest import write_json
+from medvid.data.manifest import write_json
 from medvid.curation.reader import find_videos, sample_frames
 from medvid.utils.logging import get_logger
 from medvid.vlm.parse import CRITERIA, UNPARSED, parse_judgement

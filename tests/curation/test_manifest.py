@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from medvid.curation.manifest import import_metadata, normalize_record, read_manifest, write_jsonl
+from medvid.curation.manifest import import_metadata, normalize_record, read_manifest
+from medvid.data.manifest import write_jsonl
 
 
 def test_medvideocap_column_names_are_imported(tmp_path):
