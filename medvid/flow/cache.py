@@ -24,19 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medvid.data.manifest import read_jsonl_repairing
+from medvid.data.shards import ShardWriter
 from medvid.utils.logging import get_logger
 
 log = get_logger("flow")
 
 FORMAT = "medvid-flow-features/1"
-SHARD = re.compile(r"^shard-(\d{5,})\.safetensors$")
 DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -92,7 +91,6 @@ def compute_flow_features(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the flow-feature cache of ``source`` (latent folder or manifest) into ``out``."""
-    from safetensors.torch import save_file
     from tqdm import tqdm
 
     from medvid.flow.alignment import flow_targets
@@ -127,40 +125,9 @@ def compute_flow_features(
                              f"clip protocol ({meta_path}); use a new --out folder or delete this one")
         meta["shapes"] = old.get("shapes")
 
-    index_path = out / "index.jsonl"
-    rows = read_jsonl_repairing(index_path)
-    done = {r["clip_id"] for r in rows}
-    used = {r["shard"] for r in rows}
-    numbers = []
-    for p in list(out.iterdir()):
-        m = SHARD.match(p.name)
-        if m:
-            numbers.append(int(m.group(1)))
-            if p.stem not in used:  # renamed into place but never indexed: an interrupted run
-                log.warning("%s: not in index.jsonl (interrupted run); removing it", p)
-                p.unlink()
-    next_shard = max(numbers, default=-1) + 1
-    todo = [c for c in clip_ids if c not in done]
-    pending: dict[str, torch.Tensor] = {}
-    pending_ids: list[str] = []
-    stats = {"computed": 0, "already_done": len(clip_ids) - len(todo), "shards_written": 0}
-
-    def flush() -> None:
-        nonlocal next_shard, pending, pending_ids
-        if not pending_ids:
-            return
-        name = f"shard-{next_shard:05d}"
-        tmp = out / f".{name}.tmp{os.getpid()}"
-        save_file(pending, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, out / f"{name}.safetensors")
-        with open(index_path, "a", encoding="utf-8") as fh:
-            for cid in pending_ids:
-                fh.write(json.dumps({"clip_id": cid, "shard": name, "num_layers": net.num_layers}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        next_shard += 1
-        stats["shards_written"] += 1
-        pending, pending_ids = {}, []
+    writer = ShardWriter(out, FORMAT, shard_size)
+    todo = [c for c in clip_ids if c not in writer.done]
+    stats = {"computed": 0, "already_done": len(clip_ids) - len(todo)}
 
     for cid in tqdm(todo, desc="flow-features", unit="clip", disable=not progress):
         video = ds.get_clip(cid)["video"]  # (num_frames + 1, 3, R, R) in [-1, 1]
@@ -170,17 +137,15 @@ def compute_flow_features(
             tmp = out / f".meta.tmp{os.getpid()}"
             tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
             os.replace(tmp, meta_path)
-        for i, f in enumerate(feats):
-            pending[f"{cid}/layer{i}"] = f[0].to(DTYPES[dtype]).contiguous().cpu()
-        pending_ids.append(cid)
+        writer.add({"clip_id": cid, "num_layers": net.num_layers},
+                   {f"{cid}/layer{i}": f[0].to(DTYPES[dtype]) for i, f in enumerate(feats)})
         stats["computed"] += 1
-        if len(pending_ids) >= shard_size:
-            flush()
-    flush()
+    writer.flush()
+    stats["shards_written"] = writer.shards_written
     if not meta_path.is_file():
         meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
     ds.close()
-    return {**stats, "total_clips": len(read_jsonl_repairing(index_path)), "out": str(out), "repnet": net.name,
+    return {**stats, "total_clips": writer.total(), "out": str(out), "repnet": net.name,
             "shapes": meta.get("shapes")}
 
 

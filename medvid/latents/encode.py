@@ -23,21 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from medvid.data.datasets import ClipDataset
-from medvid.data.manifest import ManifestError, read_jsonl_repairing, read_manifest, resolve_manifest, write_json
+from medvid.data.manifest import ManifestError, read_manifest, resolve_manifest, write_json
+from medvid.data.shards import ShardWriter
 from medvid.latents.vae import VideoVAE, load_vae
 from medvid.utils.logging import get_logger
 
 log = get_logger("encode")
 
 FORMAT = "medvid-latents/1"
-SHARD = re.compile(r"^shard-(\d{5,})\.safetensors$")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -69,7 +68,6 @@ def encode(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Encode the clips of a manifest (or prepared folder) into ``out``; return a summary."""
-    from safetensors.torch import save_file
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
@@ -125,40 +123,10 @@ def encode(
             )
     write_json(meta_path, meta)
 
-    index_path = out / "index.jsonl"
-    rows = read_jsonl_repairing(index_path)
-    done = {r["clip_id"] for r in rows}
-    used_shards = {r["shard"] for r in rows}
-    numbers = [int(m.group(1)) for p in out.iterdir() if (m := SHARD.match(p.name))]
-    for p in out.iterdir():  # a shard renamed into place whose index lines never got written
-        m = SHARD.match(p.name)
-        if m and p.stem not in used_shards:
-            log.warning("%s: not in index.jsonl (interrupted run); removing it", p)
-            p.unlink()
-    next_shard = max(numbers, default=-1) + 1
+    writer = ShardWriter(out, FORMAT, shard_size)
+    done = writer.done
     torch_dtype = DTYPES[dtype]
-
-    pending: dict[str, torch.Tensor] = {}
-    pending_rows: list[dict[str, Any]] = []
-    stats = {"encoded": 0, "already_done": 0, "duplicates": 0, "shards_written": 0}
-
-    def flush() -> None:
-        nonlocal next_shard, pending, pending_rows
-        if not pending_rows:
-            return
-        name = f"shard-{next_shard:05d}"
-        tmp = out / f".{name}.tmp{os.getpid()}"
-        save_file(pending, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, out / f"{name}.safetensors")
-        with open(index_path, "a", encoding="utf-8") as fh:
-            for r in pending_rows:
-                r["shard"] = name
-                fh.write(json.dumps(r, ensure_ascii=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        next_shard += 1
-        stats["shards_written"] += 1
-        pending, pending_rows = {}, []
+    stats = {"encoded": 0, "already_done": 0, "duplicates": 0}
 
     bad_videos: dict[str, str] = {}
     for split in splits:
@@ -192,7 +160,6 @@ def encode(
                 if cid in done:
                     stats["duplicates"] += 1
                     continue
-                done.add(cid)
                 spec = specs[idx[b]]
                 row = {
                     "clip_id": cid,
@@ -208,20 +175,18 @@ def encode(
                 }
                 if spec["clip_id"] == cid:  # not replaced by another video after a read error
                     row["images"] = [[ds.entries[w]["id"], f, fl] for w, f, fl in spec["images"]]
-                pending[f"{cid}/video"] = zv[b].to(torch_dtype).contiguous()
+                tensors = {f"{cid}/video": zv[b].to(torch_dtype)}
                 if zi.shape[1]:
-                    pending[f"{cid}/images"] = zi[b].to(torch_dtype).contiguous()
-                pending_rows.append(row)
+                    tensors[f"{cid}/images"] = zi[b].to(torch_dtype)
+                writer.add(row, tensors)
                 stats["encoded"] += 1
-                if len(pending_rows) >= shard_size:
-                    flush()
             bar.update(len(idx))
         bar.close()
-        flush()
+        writer.flush()
         bad_videos.update(ds.bad_videos)
-    flush()
-    total = len(read_jsonl_repairing(index_path))
-    summary = {**stats, "total_clips": total, "bad_videos": bad_videos, "out": str(out)}
+    total = writer.total()
+    summary = {**stats, "shards_written": writer.shards_written, "total_clips": total, "bad_videos": bad_videos,
+               "out": str(out)}
     if total == 0:
         raise ManifestError(f"{manifest}: no clip could be encoded (splits {list(splits)}); see the warnings above")
     return summary
