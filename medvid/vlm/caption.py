@@ -20,6 +20,7 @@ from medvid.curation.manifest import read_manifest
 from medvid.data.manifest import write_jsonl
 from medvid.curation.reader import sample_frames
 from medvid.utils.logging import get_logger
+from medvid.vlm.model import add_model_arguments
 from medvid.vlm.prompts import default_template, load_template
 
 log = get_logger("caption")
@@ -125,16 +126,10 @@ def caption(manifest: str | Path, cfg: CaptionConfig, model=None, progress: bool
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="manifest.jsonl to caption in place")
-    parser.add_argument("--model", required=True, help="local vision-language model folder")
+    add_model_arguments(parser, max_new_tokens=320, max_new_tokens_help="for the detailed caption")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--prompt-template", help="caption template file (default medvid/prompts/caption.txt)")
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=320, help="for the detailed caption")
     parser.add_argument("--overwrite", action="store_true", help="re-caption clips that already have captions")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model folder's own code (Hulu-Med, UniMedVL); only for folders you trust")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
 
 
 def main(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from medvid.data.manifest import write_json
 from medvid.curation.reader import find_videos, sample_frames
 from medvid.utils.logging import get_logger
 from medvid.vlm.parse import CRITERIA, UNPARSED, parse_judgement
+from medvid.vlm.model import add_model_arguments
 from medvid.vlm.prompts import default_template, load_template
 
 log = get_logger("judge")
@@ -243,18 +244,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", default="sidecars",
                         help="prompts file (JSON list / {video, prompt} objects, JSONL, CSV video,prompt, TXT) "
                              "or 'sidecars' (the JSON next to each video; default)")
-    parser.add_argument("--model", required=True, help="local vision-language model folder")
+    add_model_arguments(parser, max_new_tokens=160)
     parser.add_argument("--out", help="output judge.json (judge.csv and judge_summary.json beside it); default "
                         "VIDEOS/judge.json, where the evaluation report looks for it")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--prompt-template", help="judge template file (default medvid/prompts/judge.txt)")
     parser.add_argument("--scale", default="1-5", help="score scale MIN-MAX (default 1-5)")
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=160)
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run the model folder's own code (Hulu-Med, UniMedVL); only for folders you trust")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
 
 
 def main(args: argparse.Namespace) -> int:

@@ -140,3 +140,14 @@ def model_info(path: str | Path) -> dict:
     except (OSError, json.JSONDecodeError):
         cfg = {}
     return {"name": path.name, "model_type": cfg.get("model_type")}
+
+
+def add_model_arguments(parser, max_new_tokens: int, max_new_tokens_help: str = "") -> None:
+    """The flags ``medvid caption`` and ``medvid judge`` share: the model folder and how to run it."""
+    parser.add_argument("--model", required=True, help="local vision-language model folder")
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=max_new_tokens_help or None)
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own code (Hulu-Med, UniMedVL); only for folders you trust")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
