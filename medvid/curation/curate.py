@@ -44,6 +44,7 @@ from medvid.data.manifest import write_json, write_jsonl
 from medvid.curation.reader import find_videos, open_source
 from medvid.curation.scenes import detect_scenes, iter_frames, make_cut_detector, split_long
 from medvid.utils.logging import get_logger
+from medvid.utils.video import write_mp4
 
 log = get_logger("curate")
 
@@ -158,28 +159,15 @@ def _analysis_frames(reader, s: int, e: int, max_side: int, chunk: int = 64) -> 
 def write_clip(reader, s: int, e: int, box: tuple[int, int, int, int], path: Path, fps: float, crf: int,
                chunk: int = 64) -> Path:
     """Stream frames ``s..e`` of ``reader``, cropped to ``box`` (even size), into an H.264 mp4
-    (temporary file, then rename)."""
-    import os
-    from fractions import Fraction
-
-    import av
-
+    (temporary file, then rename), decoding ``chunk`` frames at a time."""
     y0, y1, x0, x1 = box
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.mp4")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = x1 - x0, y1 - y0, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+
+    def frames():
         for a in range(s, e, chunk):
             for f in reader.read(np.arange(a, min(a + chunk, e))):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f[y0:y1, x0:x1]), format="rgb24")
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
-    return path
+                yield f[y0:y1, x0:x1]
+
+    return write_mp4(frames(), path, fps=fps, crf=crf)
 
 
 def process_source(path: str, rel: str, out: str, cfg_dict: dict) -> dict:

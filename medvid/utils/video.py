@@ -41,28 +41,35 @@ def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
 
 
-def write_mp4(frames: np.ndarray, path: str | Path, fps: float = 8.0, crf: int = 18) -> Path:
-    """Write uint8 (T, H, W, 3) frames as H.264 mp4 (yuv420p, so every player opens it).
+def write_mp4(frames, path: str | Path, fps: float = 8.0, crf: int = 18) -> Path:
+    """Write frames as H.264 mp4 (yuv420p, so every player opens it).
 
-    Odd sizes are padded by one pixel (H.264 with yuv420p needs even width and height).
+    ``frames`` is a whole video (anything ``to_uint8`` takes) or an iterable of uint8 (H, W, 3)
+    frames, which is streamed: a long clip is never held in memory. Odd sizes are padded by one
+    pixel (H.264 with yuv420p needs even width and height).
     """
-    import av
-
-    frames = to_uint8(frames)
-    t, h, w, _ = frames.shape
-    ph, pw = h + (h % 2), w + (w % 2)
-    if (ph, pw) != (h, w):
-        frames = np.pad(frames, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-    path = Path(path)
-    tmp = _atomic_target(path)
+    import itertools
     from fractions import Fraction
 
+    import av
+
+    it = iter(to_uint8(frames)) if hasattr(frames, "shape") else iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError(f"write_mp4({path}): no frames to write")
+    h, w = first.shape[:2]
+    ph, pw = h + (h % 2), w + (w % 2)
+    path = Path(path)
+    tmp = _atomic_target(path)
     with av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "medium"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        for frame in itertools.chain([first], it):
+            if (ph, pw) != (h, w):
+                frame = np.pad(frame, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(video_frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
