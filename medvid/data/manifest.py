@@ -144,12 +144,16 @@ def read_jsonl_repairing(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
+def write_json(path: str | os.PathLike, obj: Any, default: Any = None) -> Path:
+    """Write JSON atomically (temporary file in the same folder, fsync, rename).
+
+    ``default`` converts values JSON does not know, as in ``json.dump``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="ascii") as fh:
-        json.dump(obj, fh, indent=1, ensure_ascii=True)
+        json.dump(obj, fh, indent=1, ensure_ascii=True, default=default)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -9,11 +9,12 @@ stage continues where it stopped rather than starting over.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from medvid.data.manifest import write_json
 
 
 @dataclass
@@ -40,10 +41,7 @@ class StageRunner:
         result = fn() or {}
         dt = time.perf_counter() - t0
         result = {**result, "seconds": round(dt, 2)}
-        m.parent.mkdir(parents=True, exist_ok=True)
-        tmp = m.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=1, default=str))
-        os.replace(tmp, m)
+        write_json(m, result, default=str)
         self.results[name] = result
         self.timings[name] = dt
         self.log(f"[{name}] finished in {dt:.1f} s")

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from medvid.data.manifest import read_jsonl_repairing
+from medvid.data.manifest import read_jsonl_repairing, write_json
 from medvid.data.shards import ShardWriter
 from medvid.utils.logging import get_logger
 
@@ -134,16 +134,14 @@ def compute_flow_features(
         feats = flow_targets(video[None], estimator, net)  # L x (1, num_frames, tokens, C)
         if meta.get("shapes") is None:
             meta["shapes"] = [list(f.shape[1:]) for f in feats]
-            tmp = out / f".meta.tmp{os.getpid()}"
-            tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            os.replace(tmp, meta_path)
+            write_json(meta_path, meta)
         writer.add({"clip_id": cid, "num_layers": net.num_layers},
                    {f"{cid}/layer{i}": f[0].to(DTYPES[dtype]) for i, f in enumerate(feats)})
         stats["computed"] += 1
     writer.flush()
     stats["shards_written"] = writer.shards_written
     if not meta_path.is_file():
-        meta_path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        write_json(meta_path, meta)
     ds.close()
     return {**stats, "total_clips": writer.total(), "out": str(out), "repnet": net.name,
             "shapes": meta.get("shapes")}

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from medvid.data.manifest import write_json
 from medvid.utils.logging import get_logger
 
 log = get_logger("vae_eval")
@@ -102,9 +103,7 @@ def evaluate_vae(
         "psnr_ssim_source": "medvid.metrics.reconstruction", "side_by_side": str(png),
         "side_by_side_rows": "per clip: original, base, compensated",
     }
-    tmp = out / f".vae_eval.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    os.replace(tmp, out / "vae_eval.json")
+    write_json(out / "vae_eval.json", result)
     ds.close()
     return result
 

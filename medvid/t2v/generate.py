@@ -18,8 +18,6 @@ negative prompt is given.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 
+from medvid.data.manifest import write_json
 from medvid.t2v.prompts import PromptSpec, load_prompts, slugify
 from medvid.utils.logging import get_logger
 
@@ -103,12 +102,6 @@ def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available; use --device cpu (or auto)")
     return torch.device(name)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def is_done(out_dir: Path, name: str) -> bool:
@@ -336,7 +329,7 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, list[Path]
         mp4 = write_mp4(frames, out_dir / f"{spec.name}.mp4", fps=settings["fps"])
         from medvid import __version__
 
-        _write_json_atomic(out_dir / f"{spec.name}.json", {
+        write_json(out_dir / f"{spec.name}.json", {
             "name": spec.name, "prompt": spec.prompt, "negative_prompt": negative, "seed": spec.seed,
             "model": cfg.model, "checkpoint": str(cfg.checkpoint), "lora": cfg.lora, "source": source,
             "settings": settings, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
