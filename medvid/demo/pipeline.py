@@ -254,13 +254,12 @@ def stage_evaluate(cfg: DemoConfig, out: Path, prepared: str, samples: str) -> d
 
 
 def _summary(res: dict) -> dict[str, Any]:
+    """Each metric's value and bootstrap interval (every ``evaluate`` record has a ``value``)."""
     out = {}
-    for name, m in res.get("metrics", {}).items():
-        if isinstance(m, dict):
-            v = m.get("value", m.get("fake", m.get("score")))
-            out[name] = v if not isinstance(v, dict) else v.get("mean", v)
-            if "ci" in m:
-                out[name + "_ci"] = m["ci"]
+    for name, m in res["metrics"].items():
+        out[name] = m["value"]
+        if "ci" in m:
+            out[name + "_ci"] = m["ci"]
     return out
 
 

@@ -5,7 +5,6 @@ from medvid.curation import filters as F
 from medvid.curation.reader import VideoReadError, find_videos, open_source
 
 
-
 def test_bad_sources_get_errors_naming_the_file(tmp_path):
     with pytest.raises(VideoReadError, match="does not exist"):
         open_source(tmp_path / "none.mp4")
