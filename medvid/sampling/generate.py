@@ -141,7 +141,8 @@ def sample_videos(
     Returns the mp4 paths; ``out_dir`` also gets gif + npz per video and ``contact_sheet.png``.
     """
     from medvid.training.distributed import resolve_device
-    from medvid.training.builders import build_vae, model_from_config
+    from medvid.models import create_model_from_config
+    from medvid.training.builders import build_vae
     from medvid.utils.checkpoint import load_checkpoint
 
     if num < 1:
@@ -155,7 +156,7 @@ def sample_videos(
     if weights not in groups:
         raise ValueError(f"{checkpoint} holds no {weights!r} weights (try --no-ema)")
     dev = resolve_device(device)
-    model = model_from_config(state["model_config"])
+    model = create_model_from_config(state["model_config"])
     model.load_state_dict(groups[weights])
     model.to(dev).eval()
     d = state.get("diffusion", {})

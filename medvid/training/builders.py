@@ -24,13 +24,6 @@ def build_model(cfg: TrainConfig, context_dim: int | None = None) -> torch.nn.Mo
     return create_model(cfg.model.name, **kwargs)
 
 
-def model_from_config(model_config: dict[str, Any]) -> torch.nn.Module:
-    """Rebuild a backbone from the resolved ``model.config`` stored in a checkpoint."""
-    from medvid.models import create_model_from_config
-
-    return create_model_from_config(dict(model_config))
-
-
 def build_dataset(cfg: TrainConfig):
     d = cfg.data
     if d.source == "latents":
