@@ -115,19 +115,18 @@ def find_content_box(
             i += step
         return i
 
-    y0, y1, x0, x1 = 0, h, 0, w
-    for y in sorted(rows):
-        if 0 < y <= max_border_fraction * h and _dark(row_mean[: max(y - 1, 1)]):
-            y0 = max(y0, first_bright(row_mean, max(y - 2, 0), 1, h))
-        if h * (1 - max_border_fraction) <= y < h - 1 and _dark(row_mean[min(y + 2, h - 1):]):
-            cand = first_bright(row_mean, min(y + 2, h - 1), -1, -1) + 1
-            y1 = min(y1, cand)
-    for x in sorted(cols):
-        if 0 < x <= max_border_fraction * w and _dark(col_mean[: max(x - 1, 1)]):
-            x0 = max(x0, first_bright(col_mean, max(x - 2, 0), 1, w))
-        if w * (1 - max_border_fraction) <= x < w - 1 and _dark(col_mean[min(x + 2, w - 1):]):
-            cand = first_bright(col_mean, min(x + 2, w - 1), -1, -1) + 1
-            x1 = min(x1, cand)
+    def content_span(lines: set[int], profile: np.ndarray, n: int) -> tuple[int, int]:
+        # Along one axis: the content lies between the innermost bar edges near either end.
+        lo, hi = 0, n
+        for p in sorted(lines):
+            if 0 < p <= max_border_fraction * n and _dark(profile[: max(p - 1, 1)]):
+                lo = max(lo, first_bright(profile, max(p - 2, 0), 1, n))
+            if n * (1 - max_border_fraction) <= p < n - 1 and _dark(profile[min(p + 2, n - 1):]):
+                hi = min(hi, first_bright(profile, min(p + 2, n - 1), -1, -1) + 1)
+        return lo, hi
+
+    y0, y1 = content_span(rows, row_mean, h)
+    x0, x1 = content_span(cols, col_mean, w)
     if y1 - y0 < h // 4 or x1 - x0 < w // 4:  # implausible: a dark clip, not bars
         return 0, h, 0, w
     return y0, y1, x0, x1
