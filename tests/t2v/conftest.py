@@ -101,3 +101,10 @@ def wan_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny-wan")
     make_wan_pipeline().save_pretrained(d)
     return d
+
+
+def text_config(encoder_path, **kw):
+    """The trainer's TextConfig for a tiny local encoder (max_length 16 keeps the tests fast)."""
+    from medvid.training.config import TextConfig
+
+    return TextConfig(**{"enabled": True, "encoder": "t5", "encoder_path": str(encoder_path), "max_length": 16, **kw})

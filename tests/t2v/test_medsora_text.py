@@ -1,21 +1,15 @@
 """Caption-conditioned tiny MedSora: text conditioner -> cross-attention -> CFG sampling."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from medvid.t2v.text import build_text_conditioner
 
+from .conftest import text_config
+
 LATENT = (2, 4, 8, 8)  # (F, C, h, w)
-
-
-def text_cfg(t5_dir, **kw):
-    base = dict(enabled=True, encoder="t5", encoder_path=str(t5_dir), caption_field="caption", dropout=0.1,
-                max_length=16, cache_dir=None)
-    base.update(kw)
-    return SimpleNamespace(**base)
 
 
 def tiny_medsora(context_dim):
@@ -34,7 +28,7 @@ def tiny_medsora(context_dim):
 
 @pytest.fixture(scope="module")
 def parts(t5_dir):
-    text = build_text_conditioner(text_cfg(t5_dir))
+    text = build_text_conditioner(text_config(t5_dir))
     return text, tiny_medsora(text.context_dim)
 
 
@@ -84,7 +78,7 @@ def test_guidance_scale_one_is_the_conditional_model(parts):
 
 def test_caption_dropout_feeds_the_model_the_null_embedding(t5_dir, parts):
     _, model = parts
-    text = build_text_conditioner(text_cfg(t5_dir, dropout=1.0))
+    text = build_text_conditioner(text_config(t5_dir, dropout=1.0))
     ctx, mask = text(["colonoscopy of the sigmoid colon"], train=True)
     null_ctx, null_mask = text.null(1)
     x, t = torch.randn(1, *LATENT), torch.tensor([300])

@@ -1,17 +1,10 @@
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from medvid.t2v.text import TextConditioner, build_text_conditioner
 from medvid.utils.weights import MissingWeightsError
 
-
-def cfg(path, **kw):
-    base = dict(enabled=True, encoder="t5", encoder_path=str(path), caption_field="caption", dropout=0.1,
-                max_length=16, cache_dir=None)
-    base.update(kw)
-    return SimpleNamespace(**base)
+from .conftest import text_config
 
 
 def test_t5_matches_diffusers_wan_prompt_encoding(t5_dir):
@@ -19,7 +12,7 @@ def test_t5_matches_diffusers_wan_prompt_encoding(t5_dir):
     from diffusers import WanPipeline
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    cond = build_text_conditioner(cfg(t5_dir))
+    cond = build_text_conditioner(text_config(t5_dir))
     caps = ["the grasper retracts the gallbladder fundus", "echocardiogram of a beating heart"]
     ctx, mask = cond(caps, train=False)
     assert ctx.shape == (2, 16, 32) and mask.shape == (2, 16) and mask.dtype == torch.bool
@@ -33,7 +26,7 @@ def test_t5_matches_diffusers_wan_prompt_encoding(t5_dir):
 
 
 def test_clip_encoder_and_context_dim(clip_dir):
-    cond = build_text_conditioner(cfg(clip_dir, encoder="clip"))
+    cond = build_text_conditioner(text_config(clip_dir, encoder="clip"))
     assert cond.context_dim == 24
     ctx, mask = cond(["ultrasound of the liver"], train=False)
     assert ctx.shape == (1, 16, 24)
@@ -42,7 +35,7 @@ def test_clip_encoder_and_context_dim(clip_dir):
 
 
 def test_caption_dropout_gives_null_embedding(t5_dir):
-    cond = build_text_conditioner(cfg(t5_dir, dropout=1.0))
+    cond = build_text_conditioner(text_config(t5_dir, dropout=1.0))
     caps = ["ultrasound of the liver", "colonoscopy of the sigmoid colon"]
     null_ctx, null_mask = cond.null(2)
     empty_ctx, empty_mask = cond.encode(["", ""])
@@ -59,7 +52,7 @@ def test_caption_dropout_gives_null_embedding(t5_dir):
 
 
 def test_caption_dropout_rate(t5_dir):
-    cond = build_text_conditioner(cfg(t5_dir, dropout=0.3))
+    cond = build_text_conditioner(text_config(t5_dir, dropout=0.3))
     caps = ["ultrasound of the liver"] * 400
     ctx, _ = cond(caps, train=True, generator=torch.Generator().manual_seed(1))
     null_ctx, _ = cond.null(1)
@@ -68,7 +61,7 @@ def test_caption_dropout_rate(t5_dir):
 
 
 def test_negative_prompt(t5_dir):
-    cond = build_text_conditioner(cfg(t5_dir))
+    cond = build_text_conditioner(text_config(t5_dir))
     neg, neg_mask = cond.negative("blurry low quality watermark", 3)
     ref, ref_mask = cond.encode(["blurry low quality watermark"])
     assert neg.shape[0] == 3
@@ -79,12 +72,12 @@ def test_negative_prompt(t5_dir):
 
 
 def test_text_embedding_cache(t5_dir, tmp_path, monkeypatch):
-    cond = build_text_conditioner(cfg(t5_dir, cache_dir=str(tmp_path / "cache")))
+    cond = build_text_conditioner(text_config(t5_dir, cache_dir=str(tmp_path / "cache")))
     caps = ["ultrasound of the liver", "the heart", "ultrasound of the liver"]
     ctx, mask = cond(caps, train=False)
     files = list((tmp_path / "cache").rglob("*.safetensors"))
     assert len(files) == 2
-    fresh = build_text_conditioner(cfg(t5_dir, cache_dir=str(tmp_path / "cache")))
+    fresh = build_text_conditioner(text_config(t5_dir, cache_dir=str(tmp_path / "cache")))
     calls = []
     real = fresh._run_encoder
     monkeypatch.setattr(fresh, "_run_encoder", lambda c: calls.append(list(c)) or real(c))
@@ -95,23 +88,23 @@ def test_text_embedding_cache(t5_dir, tmp_path, monkeypatch):
     fresh(["a new caption"], train=False)
     assert calls == [["a new caption"]]
     # A different max_length is a different fingerprint, so the cache is not reused.
-    other = build_text_conditioner(cfg(t5_dir, cache_dir=str(tmp_path / "cache"), max_length=8))
+    other = build_text_conditioner(text_config(t5_dir, cache_dir=str(tmp_path / "cache"), max_length=8))
     assert other.cache.key("the heart") != fresh.cache.key("the heart")
 
 
 def test_missing_and_wrong_folders(t5_dir, clip_dir, tmp_path):
     with pytest.raises(MissingWeightsError, match="encoder_path"):
-        build_text_conditioner(cfg(tmp_path / "nope"))
+        build_text_conditioner(text_config(tmp_path / "nope"))
     with pytest.raises(MissingWeightsError):
-        build_text_conditioner(cfg(None))
+        build_text_conditioner(text_config(None))
     with pytest.raises(ValueError, match="model_type"):
-        build_text_conditioner(cfg(clip_dir, encoder="t5"))
+        build_text_conditioner(text_config(clip_dir, encoder="t5"))
     with pytest.raises(ValueError, match="model_type"):
-        build_text_conditioner(cfg(t5_dir, encoder="clip"))
+        build_text_conditioner(text_config(t5_dir, encoder="clip"))
     with pytest.raises(ValueError, match="text.encoder"):
-        build_text_conditioner(cfg(t5_dir, encoder="bert"))
+        build_text_conditioner(text_config(t5_dir, encoder="bert"))
     with pytest.raises(ValueError, match="max_length"):
-        build_text_conditioner(cfg(clip_dir, encoder="clip", max_length=64))  # the tiny CLIP has 32 positions
+        build_text_conditioner(text_config(clip_dir, encoder="clip", max_length=64))  # the tiny CLIP has 32 positions
     with pytest.raises(ValueError, match="config.json"):
-        build_text_conditioner(cfg(tmp_path))
-    assert isinstance(build_text_conditioner(cfg(t5_dir)), TextConditioner)
+        build_text_conditioner(text_config(tmp_path))
+    assert isinstance(build_text_conditioner(text_config(t5_dir)), TextConditioner)
