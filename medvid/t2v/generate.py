@@ -2,12 +2,22 @@
 
     medvid generate --model wan --checkpoint Wan2.1-T2V-1.3B-Diffusers --lora runs/wan-lora/lora \\
         --prompt "laparoscopic cholecystectomy, the grasper retracts the gallbladder fundus" --out videos/
-    medvid generate --model wan --checkpoint runs/wan-lora --batch prompts.json --out videos/
+    medvid generate --model wan --checkpoint Wan2.1-T2V-14B --batch prompts.json --out videos/   # original layout
+    medvid generate --model wan --checkpoint Wan2.1-I2V-14B-480P-Diffusers --image frame.png --prompt "..."
     medvid generate --model medsora --checkpoint runs/medsora-text --prompt "echocardiogram ..." --out videos/
+    medvid generate --model wan --checkpoint ... --frames 1 --prompt "chest x-ray ..."           # a PNG image
 
-Every video is ``OUT/<name>.mp4`` plus ``OUT/<name>.json`` (prompt, negative prompt, seed, model,
-checkpoint, LoRA, settings, seconds). The sidecar is written last, so it marks a finished video: a
-batch that is interrupted and started again skips every prompt whose sidecar and mp4 exist.
+``--checkpoint`` for Wan: a diffusers folder, an original-layout release folder (the single-file or
+sharded DiT, Wan2.1_VAE.pth and the UMT5 files, as MedGen publishes its 14B model), or a train-wan
+run. ``--lora``: a LoRA in diffusers' or the original Wan / ComfyUI layout (``medvid.t2v.wan_lora``).
+``--image``: image-to-video through ``WanImageToVideoPipeline`` (an I2V checkpoint); without
+--height/--width the size follows the image's aspect ratio at Wan's 480x832 area.
+
+Every video is ``OUT/<name>.mp4`` (``--frames 1``: ``OUT/<name>.png``) plus ``OUT/<name>.json``
+(prompt, negative prompt, seed, model, checkpoint, LoRA, settings, seconds). The sidecar is written
+last, so it marks a finished video: a batch that is interrupted and started again skips every prompt
+whose sidecar and output exist. In a batch, a prompt that cannot be generated (over the text
+encoder's length, an unusable first frame) is skipped with a warning and listed in the result.
 
 Defaults follow MedGen's release for Wan (480x832, 81 frames, 50 steps, guidance 5, its negative
 prompt); MedSora samples at the size it was trained on with DDIM (the run's ``sample.steps``) and
@@ -48,7 +58,10 @@ class GenerateConfig:
     name: str | None = None
     """Output name for --prompt (default: the first words of the prompt)."""
     lora: str | None = None
-    """wan: a LoRA folder (pytorch_lora_weights.safetensors), .safetensors file or train-wan run folder."""
+    """wan: a LoRA folder (pytorch_lora_weights.safetensors), .safetensors file (diffusers or Wan /
+    ComfyUI layout) or train-wan run folder."""
+    image: str | None = None
+    """wan image-to-video: the first frame for --prompt (batch entries give their own "image")."""
     lora_scale: float = 1.0
     negative_prompt: str | None = None
     """Default for every prompt (None: MedGen's negative prompt for wan, the null text for medsora)."""
@@ -81,6 +94,12 @@ class GenerateConfig:
                 raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {v}")
         if self.model == "medsora" and self.lora is not None:
             raise ValueError("--lora applies to --model wan only; a MedSora checkpoint holds all its weights")
+        if self.model == "medsora" and self.image is not None:
+            raise ValueError("--image applies to --model wan with an image-to-video checkpoint")
+        if self.image is not None and self.batch is not None:
+            raise ValueError("--image goes with --prompt; in a --batch file give each entry its own \"image\"")
+        if self.model == "wan" and self.num_frames is not None and (self.num_frames - 1) % 4:
+            raise ValueError(f"--frames {self.num_frames}: Wan generates 4k + 1 frames (1 for an image, 17, 33, 49, 81)")
         if self.guidance is not None and self.guidance < 0:
             raise ValueError(f"--guidance must be >= 0, got {self.guidance}")
 
@@ -92,6 +111,8 @@ def prompt_specs(cfg: GenerateConfig) -> list[PromptSpec]:
         from medvid.t2v.prompts import parse_prompts
 
         entry = {"prompt": cfg.prompt, "seed": cfg.seed, "name": cfg.name or slugify(cfg.prompt)}
+        if cfg.image is not None:
+            entry["image"] = cfg.image
         specs = parse_prompts([entry], source="--prompt", base_seed=cfg.seed)
     return specs
 
@@ -104,8 +125,63 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def is_done(out_dir: Path, name: str) -> bool:
-    return (out_dir / f"{name}.json").is_file() and (out_dir / f"{name}.mp4").is_file()
+def output_path(out_dir: Path, name: str, num_frames: int | None) -> Path:
+    """``NAME.png`` for a single frame (a still image), else ``NAME.mp4``."""
+    return out_dir / f"{name}.{'png' if num_frames == 1 else 'mp4'}"
+
+
+def is_done(out_dir: Path, name: str, num_frames: int | None = None) -> bool:
+    return (out_dir / f"{name}.json").is_file() and output_path(out_dir, name, num_frames).is_file()
+
+
+def i2v_size(image_height: int, image_width: int, area: int = 480 * 832, multiple: int = 16) -> tuple[int, int]:
+    """Video size with the image's aspect ratio and about ``area`` pixels, in multiples of 16 (the
+    VAE's 8x times the DiT's 2x2 patches), as diffusers' Wan I2V example chooses it."""
+    ar = image_height / image_width
+    h = max(multiple, round((area * ar) ** 0.5 / multiple) * multiple)
+    w = max(multiple, round((area / ar) ** 0.5 / multiple) * multiple)
+    return h, w
+
+
+def open_first_frame(path: str | None, where: str = "--image"):
+    """The image at ``path`` as RGB PIL, or an error naming the prompt and the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path:
+        raise ValueError(f"{where}: image-to-video needs a first frame; give --image FILE (or \"image\" in the prompt entry)")
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{where}: image {p} does not exist")
+    try:
+        with Image.open(p) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{where}: {p} is not a readable image ({e}); give a PNG or JPEG file") from e
+
+
+def load_first_frame(path: str | None, height: int, width: int, where: str = "--image", tolerance: float = 0.02):
+    """The first frame for image-to-video as an RGB PIL image, checked against the video size.
+
+    The pipeline resizes the image to height x width; an image of another aspect ratio would be
+    stretched and one much smaller than the video blown up, so both are errors that say the fix."""
+    import math
+
+    img = open_first_frame(path, where)
+    p = Path(path)
+    w0, h0 = img.size
+    if abs(math.log((w0 / h0) / (width / height))) > math.log1p(tolerance):
+        fh, fw = i2v_size(h0, w0)
+        raise ValueError(
+            f"{where}: image {p} is {w0}x{h0} (aspect {w0 / h0:.3f}) but the video is {width}x{height} (aspect "
+            f"{width / height:.3f}); the first frame would be stretched. Crop the image to {width}:{height}, or leave "
+            f"out --height/--width so the size follows the image ({fw}x{fh})"
+        )
+    if w0 * 2 < width or h0 * 2 < height:
+        raise ValueError(
+            f"{where}: image {p} is {w0}x{h0}, less than half the {width}x{height} video; it would be blown up and "
+            f"blurred. Give a larger image or a smaller --height/--width (e.g. {w0 // 16 * 16}x{h0 // 16 * 16})"
+        )
+    return img
 
 
 # ---------------------------------------------------------------------------------------- Wan
@@ -116,7 +192,8 @@ def resolve_wan_checkpoint(checkpoint: str | Path, lora: str | Path | None, use_
 
     ``checkpoint`` is a diffusers Wan folder, or a train-wan run folder (its config names the base
     model; its ``lora[-ema]/`` or ``transformer[-ema]/`` export is used)."""
-    from medvid.t2v.wan import LORA_WEIGHT_NAME, require_wan_folder
+    from medvid.t2v.wan import require_wan_folder
+    from medvid.t2v.wan_lora import lora_file
 
     ck = Path(checkpoint)
     out: dict[str, Any] = {"base": None, "lora": None, "transformer": None}
@@ -133,15 +210,11 @@ def resolve_wan_checkpoint(checkpoint: str | Path, lora: str | Path | None, use_
     else:
         out["base"] = require_wan_folder(ck)  # MissingWeightsError / "not a diffusers folder"
     if lora is not None:
-        lp = Path(lora)
-        if lp.is_dir() and not (lp / LORA_WEIGHT_NAME).is_file() and (lp / "lora" / LORA_WEIGHT_NAME).is_file():
-            lp = lp / "lora"  # a train-wan run folder
-        if not (lp.is_file() and lp.suffix == ".safetensors") and not (lp / LORA_WEIGHT_NAME).is_file():
-            raise ValueError(
-                f"--lora {lora}: expected a folder holding {LORA_WEIGHT_NAME} (medvid train-wan's OUT/lora), "
-                "a .safetensors LoRA file, or a train-wan run folder"
-            )
-        out["lora"] = lp
+        try:
+            f = lora_file(lora)
+        except ValueError as e:
+            raise ValueError(f"--lora {lora}: {e}") from e
+        out["lora"] = f.parent if f.name == "pytorch_lora_weights.safetensors" else f
     return out
 
 
@@ -158,13 +231,13 @@ def load_wan_for_generation(cfg: GenerateConfig, device: torch.device):
 
         pipe.transformer = WanTransformer3DModel.from_pretrained(where["transformer"], **dtype_kwargs(pipe.transformer.dtype))
     if where["lora"] is not None:
-        lp = Path(where["lora"])
-        if lp.is_file():
-            pipe.load_lora_weights(str(lp.parent), weight_name=lp.name, adapter_name="medvid")
-        else:
-            pipe.load_lora_weights(str(lp), adapter_name="medvid")
-        if cfg.lora_scale != 1.0:
-            pipe.set_adapters(["medvid"], adapter_weights=[cfg.lora_scale])
+        from medvid.t2v.wan_lora import load_lora_into
+
+        where["lora_layout"] = load_lora_into(pipe, where["lora"], cfg.lora_scale)
+    is_i2v = getattr(pipe, "image_encoder", None) is not None
+    if cfg.image is not None and not is_i2v:
+        raise ValueError(f"--image: {where['base']} is a text-to-video model; give an image-to-video checkpoint "
+                         "(e.g. Wan2.1-I2V-14B-480P-Diffusers) or drop --image")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device), where
 
@@ -175,6 +248,7 @@ def wan_settings(cfg: GenerateConfig) -> dict[str, Any]:
     return {
         "height": cfg.height or W.WAN_HEIGHT,
         "width": cfg.width or W.WAN_WIDTH,
+        "fixed_size": cfg.height is not None and cfg.width is not None,
         "num_frames": cfg.num_frames or W.WAN_NUM_FRAMES,
         "steps": cfg.steps or W.WAN_STEPS,
         "guidance": W.WAN_GUIDANCE if cfg.guidance is None else cfg.guidance,
@@ -184,22 +258,52 @@ def wan_settings(cfg: GenerateConfig) -> dict[str, Any]:
     }
 
 
-def wan_video(pipe, spec: PromptSpec, negative: str | None, s: dict[str, Any]) -> np.ndarray:
+def check_prompt_length(tokenizer, spec: PromptSpec, max_length: int) -> None:
+    from medvid.t2v.wan_data import caption_tokens
+
+    n = caption_tokens(tokenizer, spec.prompt)
+    if n > max_length:
+        raise ValueError(f"prompt {spec.name!r} is {n} tokens, over the text encoder's {max_length} "
+                         "(--max-sequence-length); Wan would silently cut it. Shorten the prompt or raise "
+                         "--max-sequence-length (Wan2.1 was trained with 512)")
+
+
+def wan_video(pipe, spec: PromptSpec, negative: str | None, s: dict[str, Any],
+              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """One video as uint8 (T, H, W, 3); the noise comes from a CPU generator seeded with spec.seed,
-    so a seed gives the same video on any device."""
+    so a seed gives the same video on any device. Image-to-video pipelines take ``spec.image`` as
+    the first frame (the size follows the image unless the settings fix it). ``progress(step,
+    total)`` is called after every denoising step."""
     from medvid.t2v.wan import frames_to_uint8
 
+    check_prompt_length(pipe.tokenizer, spec, s["max_sequence_length"])
+    height, width = s["height"], s["width"]
+    kw: dict[str, Any] = {}
+    if getattr(pipe, "image_encoder", None) is not None:
+        if not s.get("fixed_size"):
+            img = open_first_frame(spec.image, where=f"prompt {spec.name!r}")
+            height, width = i2v_size(img.height, img.width, s["height"] * s["width"])
+        kw["image"] = load_first_frame(spec.image, height, width, where=f"prompt {spec.name!r}")
+    if progress is not None:
+        total = s["steps"]
+
+        def on_step(_pipe, i, _t, tensors):
+            progress(i + 1, total)
+            return tensors
+
+        kw["callback_on_step_end"] = on_step
     out = pipe(
         prompt=spec.prompt,
         negative_prompt=negative,
-        height=s["height"],
-        width=s["width"],
+        height=height,
+        width=width,
         num_frames=s["num_frames"],
         num_inference_steps=s["steps"],
         guidance_scale=s["guidance"],
         generator=torch.Generator("cpu").manual_seed(spec.seed),
         output_type="np",
         max_sequence_length=s["max_sequence_length"],
+        **kw,
     )
     return frames_to_uint8(out.frames[0])
 
@@ -229,8 +333,9 @@ def load_medsora_for_generation(cfg: GenerateConfig, device: torch.device) -> di
         )
     if weights not in groups:
         raise ValueError(f"--checkpoint {cfg.checkpoint} holds no {weights!r} weights; use --no-ema")
-    if any(getattr(cfg, k) is not None for k in ("height", "width", "num_frames")):
-        raise ValueError("--height/--width/--num-frames: MedSora generates the latent size it was trained on; drop them")
+    if cfg.height is not None or cfg.width is not None or cfg.num_frames not in (None, 1):
+        raise ValueError("--height/--width/--frames: MedSora generates the latent size it was trained on; drop them "
+                         "(--frames 1 alone asks for a still image)")
     model = create_model_from_config(dict(state["model_config"]))
     model.load_state_dict(groups[weights])
     model.to(device).eval()
@@ -249,7 +354,10 @@ def load_medsora_for_generation(cfg: GenerateConfig, device: torch.device) -> di
 
 def medsora_settings(cfg: GenerateConfig, m: dict[str, Any]) -> dict[str, Any]:
     f, c, h, w = m["latent_shape"]
-    return {"latent_shape": [f, c, h, w], "sampler": cfg.sampler, "steps": cfg.steps or m["default_steps"],
+    # --frames 1: one latent frame sampled as a joint-training image (num_images = 1), which the
+    # VAE decodes alone into one frame: text-to-image with the video model.
+    still = cfg.num_frames == 1
+    return {"latent_shape": [1 if still else f, c, h, w], "num_images": int(still), "sampler": cfg.sampler, "steps": cfg.steps or m["default_steps"],
             "guidance": MEDSORA_GUIDANCE if cfg.guidance is None else cfg.guidance, "fps": cfg.fps or m["default_fps"],
             "weights": "ema" if cfg.use_ema else "model", "train_step": m["step"]}
 
@@ -267,8 +375,9 @@ def medsora_latents(m: dict[str, Any], prompt: str, negative: str | None, seed: 
     device = next(model.parameters()).device
     ctx, mask = text.encode([prompt])
     nctx, nmask = text.negative(negative, 1)
-    cond = {"context": ctx.to(device), "context_mask": mask.to(device)}
-    uncond = {"context": nctx.to(device), "context_mask": nmask.to(device)}
+    ni = int(s.get("num_images", 0))
+    cond = {"context": ctx.to(device), "context_mask": mask.to(device), "num_images": ni}
+    uncond = {"context": nctx.to(device), "context_mask": nmask.to(device), "num_images": ni}
     noise = torch.randn((1, *m["latent_shape"]), generator=torch.Generator().manual_seed(seed))
     return sample(
         lambda x, t: model(x, t, **cond), noise.shape, m["diffusion"], sampler=s["sampler"], steps=s["steps"],
@@ -281,29 +390,51 @@ def medsora_video(m: dict[str, Any], spec: PromptSpec, negative: str | None, s: 
     from medvid.utils.video import to_uint8
 
     z = medsora_latents(m, spec.prompt, negative, spec.seed, s)
-    video = m["vae"].decode(z)[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
+    decode = m["vae"].decode_images if s.get("num_images") else m["vae"].decode  # an image: decoded alone
+    video = decode(z)[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
     return to_uint8(video)
 
 
 # ------------------------------------------------------------------------------------- driver
 
 
-def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, list[Path]]:
-    """Generate every prompt of ``cfg`` into ``cfg.out``; returns {"written": [...], "skipped": [...]} mp4 paths."""
-    from tqdm.auto import tqdm
+def write_frames(frames: np.ndarray, path: Path, fps: float) -> Path:
+    """uint8 (T, H, W, 3) -> mp4, or a PNG for a single frame (atomically)."""
+    if path.suffix == ".png":
+        import os
 
+        from PIL import Image
+
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+        Image.fromarray(frames[0]).save(tmp)
+        os.replace(tmp, path)
+        return path
     from medvid.utils.video import write_mp4
+
+    return write_mp4(frames, path, fps=fps)
+
+
+def generate(cfg: GenerateConfig, progress: bool = True,
+             on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Generate every prompt of ``cfg`` into ``cfg.out``.
+
+    Returns ``{"written": [paths], "skipped": [paths already there], "failed": {name: reason}}``.
+    A prompt that cannot be generated is an error for ``--prompt`` and a warning (listed under
+    "failed") in a batch, so one bad entry does not stop a long job. ``on_step(step, total)``
+    reports denoising progress of the Wan model."""
+    from tqdm.auto import tqdm
 
     specs = prompt_specs(cfg)  # validate the prompt file before loading any model
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in specs if cfg.overwrite or not is_done(out_dir, s.name)]
-    skipped = [out_dir / f"{s.name}.mp4" for s in specs if s not in todo]
+    todo = [s for s in specs if cfg.overwrite or not is_done(out_dir, s.name, cfg.num_frames)]
+    skipped = [output_path(out_dir, s.name, cfg.num_frames) for s in specs if s not in todo]
     if skipped:
-        log.info("%d of %d video(s) already in %s; generating the other %d", len(skipped), len(specs), out_dir, len(todo))
+        log.info("%d of %d output(s) already in %s; generating the other %d", len(skipped), len(specs), out_dir, len(todo))
     written: list[Path] = []
+    failed: dict[str, str] = {}
     if not todo:
-        return {"written": written, "skipped": skipped}
+        return {"written": written, "skipped": skipped, "failed": failed}
     device = _device(cfg.device)
     if cfg.model == "wan":
         from medvid.t2v.wan import WAN_NEGATIVE_PROMPT
@@ -311,7 +442,8 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, list[Path]
         pipe, where = load_wan_for_generation(cfg, device)
         settings = wan_settings(cfg)
         default_negative = WAN_NEGATIVE_PROMPT if cfg.negative_prompt is None else cfg.negative_prompt
-        make: Callable[[PromptSpec, str | None], np.ndarray] = lambda spec, neg: wan_video(pipe, spec, neg, settings)  # noqa: E731
+        make: Callable[[PromptSpec, str | None], np.ndarray] = lambda spec, neg: wan_video(  # noqa: E731
+            pipe, spec, neg, settings, on_step)
         source = {k: (str(v) if v is not None else None) for k, v in where.items()}
     else:
         m = load_medsora_for_generation(cfg, device)
@@ -319,43 +451,56 @@ def generate(cfg: GenerateConfig, progress: bool = True) -> dict[str, list[Path]
         default_negative = cfg.negative_prompt
         make = lambda spec, neg: medsora_video(m, spec, neg, settings)  # noqa: E731
         source = {"checkpoint": str(cfg.checkpoint)}
+    from medvid import __version__
+
     bar = tqdm(todo, desc="generate", unit="video", disable=not progress)
     for spec in bar:
         bar.set_postfix_str(spec.name[:40])
         negative = spec.negative_prompt if spec.negative_prompt is not None else default_negative
         t0 = time.perf_counter()
-        frames = make(spec, negative)
+        try:
+            frames = make(spec, negative)
+        except ValueError as e:
+            if cfg.batch is None:
+                raise
+            failed[spec.name] = str(e)
+            log.warning("skipping %s", e)
+            continue
         seconds = time.perf_counter() - t0
-        mp4 = write_mp4(frames, out_dir / f"{spec.name}.mp4", fps=settings["fps"])
-        from medvid import __version__
-
+        path = write_frames(frames, output_path(out_dir, spec.name, int(frames.shape[0])), settings["fps"])
         write_json(out_dir / f"{spec.name}.json", {
             "name": spec.name, "prompt": spec.prompt, "negative_prompt": negative, "seed": spec.seed,
-            "model": cfg.model, "checkpoint": str(cfg.checkpoint), "lora": cfg.lora, "source": source,
-            "settings": settings, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
+            "image": spec.image, "model": cfg.model, "checkpoint": str(cfg.checkpoint), "lora": cfg.lora,
+            "source": source, "settings": settings, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
             "width": int(frames.shape[2]), "seconds": round(seconds, 3), "medvid_version": __version__,
         })
-        written.append(mp4)
-        log.info("%s: %.1fs", mp4, seconds)
-    return {"written": written, "skipped": skipped}
+        written.append(path)
+        log.info("%s: %.1fs", path, seconds)
+    if failed:
+        log.warning("%d prompt(s) failed and were skipped: %s", len(failed), ", ".join(failed))
+    return {"written": written, "skipped": skipped, "failed": failed}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, choices=["medsora", "wan"])
     parser.add_argument("--checkpoint", required=True,
-                        help="wan: diffusers Wan2.1 folder or train-wan run folder; medsora: medvid train run folder")
-    parser.add_argument("--lora", default=None, help="wan: LoRA folder / .safetensors / train-wan run folder")
+                        help="wan: diffusers or original-layout Wan2.1 folder, or a train-wan run folder; "
+                             "medsora: medvid train run folder")
+    parser.add_argument("--lora", default=None,
+                        help="wan: LoRA folder / .safetensors (diffusers or Wan/ComfyUI layout) / train-wan run folder")
+    parser.add_argument("--image", default=None, help="wan image-to-video: the first frame (PNG/JPEG)")
     parser.add_argument("--lora-scale", type=float, default=1.0)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt")
-    src.add_argument("--batch", help="prompts.json: list of strings or {prompt, seed, negative_prompt, name}")
+    src.add_argument("--batch", help="prompts.json: list of strings or {prompt, seed, negative_prompt, name, image}")
     parser.add_argument("--out", default="generated", help="output folder (NAME.mp4 + NAME.json per video)")
     parser.add_argument("--name", default=None, help="output name for --prompt")
     parser.add_argument("--negative-prompt", default=None, help="default: MedGen's for wan, the null text for medsora")
     parser.add_argument("--seed", type=int, default=0, help="seed of --prompt; base seed of batch entries without one")
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--num-frames", type=int, default=None)
+    parser.add_argument("--frames", "--num-frames", dest="num_frames", type=int, default=None,
+                        help="frames per video (wan: 4k + 1, default 81); 1 writes a PNG image")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     parser.add_argument("--fps", type=float, default=None)
@@ -373,7 +518,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = GenerateConfig(
             model=args.model, checkpoint=args.checkpoint, out=args.out, prompt=args.prompt, batch=args.batch,
-            name=args.name, lora=args.lora, lora_scale=args.lora_scale, negative_prompt=args.negative_prompt,
+            name=args.name, lora=args.lora, image=args.image, lora_scale=args.lora_scale, negative_prompt=args.negative_prompt,
             seed=args.seed, height=args.height, width=args.width, num_frames=args.num_frames, steps=args.steps,
             guidance=args.guidance, fps=args.fps, sampler=args.sampler, max_sequence_length=args.max_sequence_length,
             use_ema=not args.no_ema, device=args.device, precision=args.precision, overwrite=args.overwrite,
@@ -382,6 +527,7 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, MissingWeightsError) as e:
         print(f"medvid generate: {e}", file=sys.stderr)
         return 2
-    print(f"{len(result['written'])} video(s) written, {len(result['skipped'])} already done, in {args.out}")
+    print(f"{len(result['written'])} output(s) written, {len(result['skipped'])} already done, "
+          f"{len(result['failed'])} failed, in {args.out}")
     return 0
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ALLOWED_KEYS = ("prompt", "seed", "negative_prompt", "name")
+ALLOWED_KEYS = ("prompt", "seed", "negative_prompt", "name", "image")
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 
 
@@ -33,6 +33,8 @@ class PromptSpec:
     seed: int
     name: str
     negative_prompt: str | None = None
+    image: str | None = None
+    """Image-to-video: the first frame (a path; relative paths resolve against the prompt file)."""
 
 
 def slugify(text: str, max_words: int = 6) -> str:
@@ -83,7 +85,10 @@ def parse_prompts(entries: Any, source: str = "prompts", base_seed: int = 0) -> 
         if name in seen:
             raise PromptFileError(f"{where}: \"name\" {name!r} is already used by entry {seen[name]}; names must be unique")
         seen[name] = i
-        specs.append(PromptSpec(prompt=prompt.strip(), seed=int(seed), name=name, negative_prompt=neg))
+        image = e.get("image")
+        if image is not None and (not isinstance(image, str) or not image.strip()):
+            raise PromptFileError(f"{where}: \"image\" must be the path of the first frame, got {image!r}")
+        specs.append(PromptSpec(prompt=prompt.strip(), seed=int(seed), name=name, negative_prompt=neg, image=image))
     return specs
 
 
@@ -95,4 +100,8 @@ def load_prompts(path: str | Path, base_seed: int = 0) -> list[PromptSpec]:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise PromptFileError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from e
-    return parse_prompts(entries, source=str(path), base_seed=base_seed)
+    specs = parse_prompts(entries, source=str(path), base_seed=base_seed)
+    from dataclasses import replace
+
+    return [replace(s, image=str(path.parent / s.image)) if s.image and not Path(s.image).is_absolute() else s
+            for s in specs]

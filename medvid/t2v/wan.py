@@ -7,6 +7,7 @@ pixel videos in and out use medvid's ``(B, T, 3, H, W)`` in [-1, 1].
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,21 +55,37 @@ def diffusers_lora_targets(targets: Sequence[str]) -> list[str]:
 
 
 def require_wan_folder(path: str | Path | None) -> Path:
-    """A diffusers-format Wan2.1 folder (model_index.json + component folders)."""
+    """A Wan2.1 folder: diffusers' layout (model_index.json + component folders) or the original
+    layout (config.json, diffusion_pytorch_model*.safetensors, Wan2.1_VAE.pth, UMT5 files)."""
+    from medvid.t2v.wan_original import is_original_layout
+
     p = require_weights(
         path,
         "Wan2.1 text-to-video",
-        "a diffusers-format Wan2.1 folder (model_index.json, transformer/, vae/, text_encoder/, "
-        "tokenizer/, scheduler/), e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        "a Wan2.1 folder: the -Diffusers release (model_index.json, transformer/, vae/, text_encoder/, ...) or "
+        "the original release (config.json, diffusion_pytorch_model*.safetensors, Wan2.1_VAE.pth, "
+        "models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/), e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
         hint="Download it once (huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir DIR) "
         "and pass that folder.",
     )
-    if not (p / "model_index.json").is_file():
+    if not (p / "model_index.json").is_file() and not is_original_layout(p):
         raise ValueError(
-            f"{p} is not a diffusers pipeline folder (no model_index.json); use the '-Diffusers' "
-            "release of Wan2.1 (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers), not the original checkpoint"
+            f"{p} is neither a diffusers pipeline folder (no model_index.json) nor an original-layout Wan2.1 "
+            "folder (no diffusion_pytorch_model*.safetensors); pass the folder the release was downloaded to"
         )
     return p
+
+
+def pipeline_class(path: str | Path) -> str:
+    """'WanPipeline' or 'WanImageToVideoPipeline' (original-layout folders are text-to-video)."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return "WanPipeline"
+    name = json.loads(index.read_text()).get("_class_name", "WanPipeline")
+    if name not in ("WanPipeline", "WanImageToVideoPipeline"):
+        raise ValueError(f"{index}: a {name}; medvid reads Wan2.1 WanPipeline (text-to-video) and "
+                         "WanImageToVideoPipeline (image-to-video) folders")
+    return name
 
 
 def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -80,15 +97,64 @@ def dtype_kwargs(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype": dtype}
 
 
-def load_wan_pipeline(path: str | Path | None, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """WanPipeline from a local folder; the VAE stays float32 (Wan's own recommendation)."""
-    from diffusers import AutoencoderKLWan, WanPipeline
+def load_wan_pipeline(path: str | Path | None, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                      transformer: bool = True):
+    """WanPipeline / WanImageToVideoPipeline from a local folder of either layout; the VAE stays
+    float32 (Wan's own recommendation). ``transformer=False`` leaves the DiT out (the encoders
+    alone, for ``medvid wan-cache``)."""
+    import diffusers
+    from diffusers import AutoencoderKLWan
+
+    from medvid.t2v.wan_original import is_original_layout, load_original_wan_pipeline
 
     p = require_wan_folder(path)
-    vae = AutoencoderKLWan.from_pretrained(p, subfolder="vae", **dtype_kwargs(torch.float32))
-    pipe = WanPipeline.from_pretrained(p, vae=vae, **dtype_kwargs(dtype))
+    if is_original_layout(p):
+        pipe = load_original_wan_pipeline(p, dtype, transformer=transformer)
+    else:
+        cls = getattr(diffusers, pipeline_class(p))
+        vae = AutoencoderKLWan.from_pretrained(p, subfolder="vae", **dtype_kwargs(torch.float32))
+        pipe = cls.from_pretrained(p, vae=vae, **({} if transformer else {"transformer": None}), **dtype_kwargs(dtype))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def load_wan_transformer(path: str | Path | None, dtype: torch.dtype = torch.float32):
+    """Only the DiT (training from a precomputed cache needs neither the VAE nor the text encoder)."""
+    from diffusers import WanTransformer3DModel
+
+    from medvid.t2v.wan_original import is_original_layout, read_dit, transformer_config, _from_single_file
+
+    p = require_wan_folder(path)
+    if is_original_layout(p):
+        sd = read_dit(p)
+        return _from_single_file(WanTransformer3DModel, sd, transformer_config(json.loads((p / "config.json").read_text()), sd), dtype)
+    return WanTransformer3DModel.from_pretrained(p, subfolder="transformer", **dtype_kwargs(dtype))
+
+
+def load_wan_vae(path: str | Path | None):
+    """Only the VAE, float32 (validation videos of a run trained from a cache)."""
+    from diffusers import AutoencoderKLWan
+
+    from medvid.t2v.wan_original import VAE_NAMES, _from_single_file, _read_tensors, _vae_config, is_original_layout
+
+    p = require_wan_folder(path)
+    if is_original_layout(p):
+        f = next(p / n for n in VAE_NAMES if (p / n).is_file())
+        return _from_single_file(AutoencoderKLWan, _read_tensors(f), _vae_config(p), torch.float32)
+    return AutoencoderKLWan.from_pretrained(p, subfolder="vae", **dtype_kwargs(torch.float32))
+
+
+def load_wan_scheduler(path: str | Path | None):
+    """The sampling scheduler the release configures (diffusers folders: scheduler/; original
+    layout: UniPC with flow shift 3.0, as diffusers' Wan2.1 480p releases set it)."""
+    import diffusers
+
+    p = require_wan_folder(path)
+    cfg = p / "scheduler" / "scheduler_config.json"
+    if cfg.is_file():
+        return getattr(diffusers, json.loads(cfg.read_text())["_class_name"]).from_pretrained(p, subfolder="scheduler")
+    return diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                             num_train_timesteps=1000, flow_shift=3.0)
 
 
 def add_lora(transformer: torch.nn.Module, rank: int = 32, alpha: float = 32.0, targets: Sequence[str] = WAN_LORA_TARGETS,
@@ -201,11 +267,16 @@ def flow_matching_loss(
     prompt_embeds: torch.Tensor,
     scheduler,
     generator: torch.Generator | None = None,
+    condition: torch.Tensor | None = None,
+    image_embeds: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rectified-flow loss as Wan trains: x_t = (1 - s) x0 + s eps, target v = eps - x0.
 
     ``latents`` (B, C, f, h, w) normalised; the model's prediction is the velocity that
     ``FlowMatchEulerDiscreteScheduler.step`` integrates (x_{s'} = x_s + (s' - s) v).
+    Image-to-video: ``condition`` (B, 4 + C, f, h, w) from ``i2v_condition`` is concatenated to
+    x_t on the channel axis and ``image_embeds`` (B, 257, 1280) feed the image cross-attention,
+    as ``WanImageToVideoPipeline`` does at inference.
     """
     b = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents.device)
@@ -215,13 +286,54 @@ def flow_matching_loss(
     x_t = (1.0 - s) * x0 + s * noise
     target = noise - x0
     dtype = next(p.dtype for p in transformer.parameters())
+    if condition is not None:
+        x_t = torch.cat([x_t, condition.float()], dim=1)  # (B, C + 4 + C, f, h, w)
+    extra = {} if image_embeds is None else {"encoder_hidden_states_image": image_embeds.to(dtype)}
     pred = transformer(
         hidden_states=x_t.to(dtype),
         timestep=timesteps.to(latents.device),
         encoder_hidden_states=prompt_embeds.to(dtype),
         return_dict=False,
+        **extra,
     )[0]
     return torch.nn.functional.mse_loss(pred.float(), target)
+
+
+def is_i2v(transformer) -> bool:
+    """An image-to-video Wan2.1 DiT (it has the image cross-attention)."""
+    return getattr(transformer.config, "image_dim", None) is not None
+
+
+@torch.no_grad()
+def i2v_condition(vae, first_frame: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """First frames (B, 3, H, W) in [-1, 1] -> Wan2.1 I2V conditioning (B, 4 + C, f, h, w).
+
+    The same tensor ``WanImageToVideoPipeline.prepare_latents`` builds: the VAE latents of the first
+    frame followed by T - 1 black frames, normalised, after a 4-channel mask that is 1 on the first
+    frame (repeated over the VAE's 4x temporal compression) and 0 elsewhere."""
+    b, _, h, w = first_frame.shape
+    x = torch.cat([first_frame[:, :, None], first_frame.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)  # (B, 3, T, H, W)
+    z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mode()  # (B, C, f, h, w)
+    mean, std = latent_stats(vae, z.device, z.dtype)
+    z = (z - mean) / std
+    lh, lw = z.shape[-2:]
+    t4 = vae.config.scale_factor_temporal
+    mask = torch.zeros(b, 1, num_frames, lh, lw, device=z.device, dtype=z.dtype)
+    mask[:, :, 0] = 1
+    mask = torch.cat([mask[:, :, :1].repeat_interleave(t4, dim=2), mask[:, :, 1:]], dim=2)  # (B, 1, T + 3, h, w)
+    mask = mask.view(b, -1, t4, lh, lw).transpose(1, 2)  # (B, 4, f, h, w)
+    return torch.cat([mask, z], dim=1)
+
+
+@torch.no_grad()
+def encode_first_frames(pipe, first_frame: torch.Tensor) -> torch.Tensor:
+    """First frames (B, 3, H, W) in [-1, 1] -> image-encoder states (B, N, D) as the pipeline's
+    ``encode_image`` computes them (penultimate hidden layer of the CLIP vision tower)."""
+    import numpy as np
+
+    images = [np.ascontiguousarray(((f.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+              for f in first_frame]
+    return pipe.encode_image(images, device=pipe.image_encoder.device)
 
 
 def frames_to_uint8(frames):

@@ -2,27 +2,41 @@
 as MedVideoCap-55K provides) or ``metadata.csv`` with columns ``video,prompt`` (the public Wan
 LoRA recipe's format).
 
-Frames are read with medvid's readers (``medvid.data.readers.open_video``); a clip is
-``num_frames`` frames taken every ``frame_stride`` source frames from a start drawn with the
-caller's generator, resized (shorter side) and centre-cropped to ``height x width``, and returned
-as ``(T, 3, H, W)`` float in [-1, 1].
+Frames are read with medvid's readers (``medvid.data.readers.open_video``). Each clip goes to a
+(height, width, frames) bucket (``medvid.t2v.buckets``); an item is the bucket's number of frames
+taken every ``frame_stride`` source frames from a start drawn with a seeded generator, resized to
+cover the bucket and centre-cropped, as ``(T, 3, H, W)`` float in [-1, 1].
+
+Clips that fit no bucket and captions longer than the text encoder reads are skipped with a
+warning naming the file and the fix (``assign_buckets``, ``check_caption_lengths``): one bad clip
+does not stop a long job; a data set with nothing left is an error.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from medvid.t2v.buckets import Bucket, NoBucketError, assign_bucket
+from medvid.utils.logging import get_logger
+
+log = get_logger("t2v.data")
 
 
 @dataclass(frozen=True)
 class CaptionedVideo:
     path: str
     caption: str
+    height: int | None = None
+    """Frame size and length when the manifest records them (metadata.csv: probed from the file)."""
+    width: int | None = None
+    num_frames: int | None = None
 
 
 def read_captioned_videos(path: str | Path, caption_field: str = "caption", split: str | None = "train") -> list[CaptionedVideo]:
@@ -83,8 +97,69 @@ def _read_manifest(p: Path, caption_field: str, split: str | None) -> list[Capti
                 f"{p}: video {e['id']!r} has no {caption_field!r}; caption it (medvid caption) or set "
                 "data.caption_field to a field the manifest has (caption, brief_caption, detailed_caption)"
             )
-        out.append(CaptionedVideo(e["path"], cap.strip()))
+        out.append(CaptionedVideo(e["path"], cap.strip(), int(e["height"]), int(e["width"]), int(e["num_frames"])))
     return out
+
+
+def probe(item: CaptionedVideo) -> CaptionedVideo:
+    """Fill in frame size and length from the file header (no frame is decoded)."""
+    if item.height is not None and item.width is not None and item.num_frames is not None:
+        return item
+    from medvid.data.readers import open_video
+
+    with open_video(item.path) as r:
+        return replace(item, height=int(r.height), width=int(r.width), num_frames=int(r.num_frames))
+
+
+def assign_buckets(items: Sequence[CaptionedVideo], buckets: Sequence[Bucket], frame_stride: int = 1,
+                   max_crop: float = 0.3) -> tuple[list[CaptionedVideo], list[Bucket], dict[str, str]]:
+    """-> (kept items, the bucket of each, {path: reason} of the skipped ones).
+
+    A clip whose file cannot be read or that fits no bucket is skipped with a warning; if no clip
+    is left the data set is unusable and that is an error naming the first reasons."""
+    from medvid.data.readers import VideoReadError
+
+    kept, chosen, skipped = [], [], {}
+    for it in items:
+        try:
+            it = probe(it)
+            usable = (it.num_frames - 1) // frame_stride + 1  # frames at the stride
+            b = assign_bucket(it.height, it.width, usable, buckets, max_crop, where=it.path)
+        except (NoBucketError, VideoReadError, OSError) as e:
+            skipped[it.path] = str(e)
+            log.warning("skipping %s", e if isinstance(e, NoBucketError) else f"{it.path}: {e}")
+            continue
+        kept.append(it)
+        chosen.append(b)
+    if not kept:
+        first = "; ".join(list(skipped.values())[:3])
+        raise ValueError(f"no clip fits the configured buckets ({len(skipped)} skipped): {first}")
+    if skipped:
+        log.warning("%d of %d clip(s) skipped (see the warnings above)", len(skipped), len(items))
+    return kept, chosen, skipped
+
+
+def check_caption_lengths(items: Sequence[CaptionedVideo], tokenizer, max_length: int, where: str = "caption"
+                          ) -> tuple[list[int], dict[str, str]]:
+    """Indices of items whose caption fits ``max_length`` tokens, and {path: reason} for the others.
+
+    Wan's pipeline silently cuts a prompt at ``max_sequence_length`` tokens; a training caption
+    that is cut teaches the model a description it never sees whole, so it is skipped instead."""
+    keep, skipped = [], {}
+    for i, it in enumerate(items):
+        n = caption_tokens(tokenizer, it.caption)
+        if n > max_length:
+            skipped[it.path] = (f"{it.path}: its {where} is {n} tokens, over the text encoder's {max_length} "
+                                "(max_sequence_length); shorten the caption or raise max_sequence_length")
+            log.warning("skipping %s", skipped[it.path])
+        else:
+            keep.append(i)
+    return keep, skipped
+
+
+def caption_tokens(tokenizer, text: str) -> int:
+    """Tokens the T5 tokenizer makes of ``text`` (with the end token), untruncated."""
+    return len(tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
 
 
 def resize_center_crop(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -119,21 +194,20 @@ def load_clip(
 
 
 class CaptionedClipDataset(torch.utils.data.Dataset):
-    """Items ``{"video": (T, 3, H, W) in [-1, 1], "caption": str}``; the clip start comes from
-    ``seed`` + item index + epoch, so a resumed run reads the same clips."""
+    """Items ``{"video": (T, 3, H, W) in [-1, 1], "caption": str, "path": str}`` at each item's
+    bucket; keys are ``(index, epoch)`` and the clip start comes from ``seed`` + index + epoch, so a
+    resumed run reads the same clips."""
 
-    def __init__(self, items: list[CaptionedVideo], num_frames: int, height: int, width: int, frame_stride: int = 1, seed: int = 0):
-        if (num_frames - 1) % 4 != 0:
-            raise ValueError(f"data.num_frames={num_frames}: Wan's VAE needs 4k + 1 frames (e.g. 17, 33, 49, 81)")
-        if height % 16 or width % 16:
-            raise ValueError(f"data.height/width {height}x{width}: both must be multiples of 16 (e.g. 480x832)")
-        self.items, self.num_frames, self.height, self.width = items, num_frames, height, width
-        self.frame_stride, self.seed, self.epoch = frame_stride, seed, 0
+    def __init__(self, items: list[CaptionedVideo], buckets: list[Bucket], frame_stride: int = 1, seed: int = 0):
+        assert len(items) == len(buckets)
+        self.items, self.buckets, self.frame_stride, self.seed = items, buckets, frame_stride, seed
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> dict:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + i)
-        it = self.items[i]
-        return {"video": load_clip(it.path, self.num_frames, self.height, self.width, self.frame_stride, g), "caption": it.caption}
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        i, epoch = key
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + i)
+        it, b = self.items[i], self.buckets[i]
+        video = load_clip(it.path, b.frames, b.height, b.width, self.frame_stride, g)
+        return {"video": video, "caption": it.caption, "path": it.path}

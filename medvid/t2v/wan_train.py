@@ -6,7 +6,13 @@
 Objective: rectified flow as Wan trains it: x_t = (1 - s) x0 + s eps with s drawn from the shifted
 ``FlowMatchEulerDiscreteScheduler`` table, the transformer regresses the velocity eps - x0
 (``medvid.t2v.wan.flow_matching_loss``). One "step" is one optimiser update
-(``grad_accum`` micro-batches of ``batch_size`` clips per process).
+(``grad_accum`` micro-batches of ``batch_size`` clips per process). Clips of any size and length
+go to the nearest (height, width, frames) bucket (``data.buckets``, ``medvid.t2v.buckets``) and each
+batch holds clips of one bucket. With ``data.cache`` (a ``medvid wan-cache`` folder) the run loads
+neither the VAE nor the text encoder: latents and caption embeddings come from the cache. Image-to-
+video models (a WanImageToVideoPipeline folder) train with first-frame conditioning: the clip's
+first frame is VAE-encoded as the pipeline's condition and CLIP-encoded for the image attention.
+Validation videos (``validation.every``) go to ``RUN/validation/`` and TensorBoard (``RUN/tb``).
 
 Outputs in ``--out``: ``step-XXXXXXXX/`` checkpoints (medvid.utils.checkpoint: trainable weights,
 EMA, optimiser, LR schedule, RNG, data position, config) and, for LoRA, ``lora/`` (and
@@ -34,7 +40,9 @@ import torch
 import yaml
 
 from medvid.config import ConfigError, load_config, to_dict
-from medvid.t2v.wan import WAN_HEIGHT, WAN_LORA_TARGETS, WAN_NUM_FRAMES, WAN_WIDTH
+from medvid.t2v.buckets import DEFAULT_MAX_CROP, default_buckets
+from medvid.t2v.wan import WAN_LORA_TARGETS
+from medvid.t2v.wan_validate import WanValidationConfig
 from medvid.utils.logging import get_logger, setup_logging
 
 log = get_logger("t2v.train")
@@ -58,12 +66,16 @@ class WanDataConfig:
     caption_field: str = "caption"
     """Manifest field used as the prompt: caption, brief_caption or detailed_caption."""
     split: str = "train"
-    height: int = WAN_HEIGHT
-    width: int = WAN_WIDTH
-    num_frames: int = WAN_NUM_FRAMES
-    """4k + 1 frames (Wan's causal VAE compresses time by 4)."""
+    buckets: list[list[int]] = field(default_factory=default_buckets)
+    """[height, width, frames] training shapes (multiples of 16; 4k + 1 frames); each clip goes to
+    the nearest aspect ratio and the longest length it fills. Default: 480x832, 512x768 (3:2, as
+    MedVideoCap-55K's 720x480), 624x624 and the two portrait shapes, at 81, 49 and 17 frames."""
+    max_crop: float = DEFAULT_MAX_CROP
+    """A clip whose nearest bucket would crop away more than this share of its pixels is skipped."""
     frame_stride: int = 1
     num_workers: int = 2
+    cache: str = ""
+    """A `medvid wan-cache` folder made from this config: train on its latents and embeddings."""
 
 
 @dataclass
@@ -86,6 +98,7 @@ class WanTrainConfig:
     lora: WanLoraConfig = field(default_factory=WanLoraConfig)
     data: WanDataConfig = field(default_factory=WanDataConfig)
     optim: WanOptimConfig = field(default_factory=WanOptimConfig)
+    validation: WanValidationConfig = field(default_factory=WanValidationConfig)
     batch_size: int = 1
     """Clips per process per micro-batch."""
     grad_accum: int = 1
@@ -104,6 +117,8 @@ class WanTrainConfig:
     save_every: int = 500
     keep_last: int = 2
     log_every: int = 10
+    tensorboard: bool = True
+    """Loss, learning rate and validation videos in RUN/tb."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -116,45 +131,22 @@ class WanTrainConfig:
             raise ConfigError(f"epochs must be > 0 (or null to use max_steps), got {self.epochs}")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if self.validation.every < 0:
+            raise ConfigError(f"validation.every must be >= 0 (0 disables), got {self.validation.every}")
+        if not 0.0 <= self.data.max_crop < 1.0:
+            raise ConfigError(f"data.max_crop must be in [0, 1), got {self.data.max_crop}")
+        from medvid.t2v.buckets import parse_buckets
 
-
-class _StreamSampler(torch.utils.data.Sampler):
-    """Endless index stream (i, epoch): epoch e is a permutation seeded by (seed, e), sharded over
-    ranks; starting at ``start`` continues a run exactly where it stopped."""
-
-    def __init__(self, n: int, seed: int, start: int, rank: int, world: int):
-        self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
-
-    def __iter__(self):
-        # ``start`` counts items this rank has consumed; an epoch is this rank's shard.
-        m = len(range(self.rank, self.n, self.world)) or self.n
-        epoch, j = divmod(self.start, m)
-        while True:
-            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
-            shard = perm[self.rank :: self.world] or perm  # more ranks than clips: every rank sees all
-            for pos in range(j, len(shard)):
-                yield shard[pos], epoch
-            epoch, j = epoch + 1, 0
-
-    def __len__(self) -> int:  # pragma: no cover - endless
-        return 2**62
-
-
-class _Clips(torch.utils.data.Dataset):
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, key):
-        i, epoch = key
-        self.ds.epoch = epoch
-        return self.ds[i]
+        try:
+            parse_buckets(self.data.buckets)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
 
 def _collate(items: list[dict]) -> dict:
-    return {"video": torch.stack([it["video"] for it in items]), "caption": [it["caption"] for it in items]}
+    """Stack the tensors of one bucket's items; strings become lists."""
+    return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor) else [it[k] for it in items]
+            for k in items[0]}
 
 
 def _lr_lambda(warmup: int):
@@ -174,14 +166,51 @@ def _resolve_resume(out_dir: Path, resume: str | None) -> Path | None:
     return p
 
 
+def _data(cfg: WanTrainConfig, acc, load_dtype: torch.dtype):
+    """-> (dataset, bucket name per item, pipeline or None, transformer, cache dataset or None, skipped).
+
+    The data is checked before the DiT is loaded, so a bad file fails in seconds."""
+    from medvid.t2v import wan as W
+    from medvid.t2v.buckets import parse_buckets
+    from medvid.t2v.wan_data import CaptionedClipDataset, assign_buckets, check_caption_lengths, read_captioned_videos
+
+    if cfg.data.cache:
+        from medvid.t2v.wan_cache import WanCacheDataset, check_cache
+
+        check_cache(cfg.data.cache, cfg)
+        cache = WanCacheDataset(cfg.data.cache, cfg.max_sequence_length)
+        transformer = W.load_wan_transformer(cfg.model_path, load_dtype)
+        log.info("training from the cache %s (%d clips): VAE and text encoder not loaded", cfg.data.cache, len(cache))
+        return cache, cache.bucket_names(), None, transformer, cache, {}
+    items = read_captioned_videos(cfg.data.path, cfg.data.caption_field, cfg.data.split)
+    items, buckets, skipped = assign_buckets(items, parse_buckets(cfg.data.buckets), cfg.data.frame_stride, cfg.data.max_crop)
+    pipe = W.load_wan_pipeline(cfg.model_path, dtype=load_dtype, device="cpu")  # the VAE stays fp32
+    keep, too_long = check_caption_lengths(items, pipe.tokenizer, cfg.max_sequence_length)
+    skipped.update(too_long)
+    if not keep:
+        raise ValueError(f"every caption is over max_sequence_length={cfg.max_sequence_length} tokens; raise it or "
+                         "shorten the captions")
+    items, buckets = [items[i] for i in keep], [buckets[i] for i in keep]
+    pipe.text_encoder.to(acc.device, torch.bfloat16 if load_dtype == torch.bfloat16 else torch.float32).requires_grad_(False)
+    pipe.vae.to(acc.device).requires_grad_(False)
+    if getattr(pipe, "image_encoder", None) is not None:
+        pipe.image_encoder.to(acc.device).requires_grad_(False)
+    dataset = CaptionedClipDataset(items, buckets, cfg.data.frame_stride, seed=cfg.seed)
+    counts: dict[str, int] = {}
+    for b in buckets:
+        counts[b.name] = counts.get(b.name, 0) + 1
+    log.info("%d clip(s) in %d bucket(s): %s", len(items), len(counts), ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return dataset, [b.name for b in buckets], pipe, pipe.transformer, None, skipped
+
+
 def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = None) -> dict[str, Any]:
-    """Fine-tune Wan2.1 per ``cfg``; returns ``{"step", "losses", "out_dir", "export"}``."""
+    """Fine-tune Wan2.1 per ``cfg``; returns ``{"step", "losses", "out_dir", "export", ...}``."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from medvid.t2v import wan as W
-    from medvid.t2v.wan_data import CaptionedClipDataset, read_captioned_videos
+    from medvid.t2v.buckets import BucketBatchStream
     from medvid.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
     out_dir = Path(out_dir)
@@ -196,27 +225,20 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     acc = Accelerator(
         mixed_precision="bf16" if precision == "bf16" else "no",
         gradient_accumulation_steps=cfg.grad_accum,
+        step_scheduler_with_optimizer=False,  # the LR schedule counts optimiser steps, whatever the world size
         cpu=not cuda,
     )
     setup_logging(out_dir / "log.txt", rank=acc.process_index)
     sharded = acc.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
-    # ---- data (validated before any model is loaded, so a bad file fails in seconds)
-    items = read_captioned_videos(cfg.data.path, cfg.data.caption_field, cfg.data.split)
-    dataset = CaptionedClipDataset(
-        items, cfg.data.num_frames, cfg.data.height, cfg.data.width, cfg.data.frame_stride, seed=cfg.seed
-    )
-
-    # ---- model
+    # ---- data, then the model
     torch.manual_seed(cfg.seed)
     weight_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    # Frozen weights (text encoder, LoRA base) and sharded full fine-tuning (the engine keeps fp32
+    # Frozen weights (encoders, LoRA base) and sharded full fine-tuning (the engine keeps fp32
     # masters) load in bf16; unsharded full fine-tuning keeps fp32 weights under bf16 autocast.
     load_dtype = weight_dtype if (cfg.mode == "lora" or sharded) else torch.float32
-    pipe = W.load_wan_pipeline(cfg.model_path, dtype=load_dtype, device="cpu")  # the VAE stays fp32
-    pipe.text_encoder.to(acc.device, weight_dtype).requires_grad_(False)
-    pipe.vae.to(acc.device).requires_grad_(False)
-    transformer = pipe.transformer
+    dataset, bucket_names, pipe, transformer, cache, skipped = _data(cfg, acc, load_dtype)
+    i2v = W.is_i2v(transformer)
     lora_cfg = None
     if cfg.mode == "lora":
         lora_cfg = W.add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
@@ -227,12 +249,13 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
         transformer.requires_grad_(True)
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    transformer.train()
+    transformer.to(acc.device).train()
     names = [n for n, p in transformer.named_parameters() if p.requires_grad]
     params = [p for p in transformer.parameters() if p.requires_grad]
     n_train, n_all = sum(p.numel() for p in params), sum(p.numel() for p in transformer.parameters())
-    log.info("Wan %s fine-tuning: %d trainable of %d parameters (%.2f%%), precision %s, %d process(es)",
-             cfg.mode, n_train, n_all, 100.0 * n_train / n_all, precision, acc.num_processes)
+    log.info("Wan %s %s fine-tuning: %d trainable of %d parameters (%.2f%%), precision %s, %d process(es)",
+             "image-to-video" if i2v else "text-to-video", cfg.mode, n_train, n_all, 100.0 * n_train / n_all,
+             precision, acc.num_processes)
 
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay)
@@ -242,11 +265,13 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     if sharded and cfg.ema_decay > 0:
         raise ValueError("ema_decay > 0 is not supported with DeepSpeed/FSDP sharding (each rank would hold a full "
                          "fp32 copy); set ema_decay: 0 for sharded runs")
+    stream = BucketBatchStream(bucket_names, cfg.batch_size, cfg.seed, 0, acc.process_index, acc.num_processes)
     max_steps = cfg.max_steps
     if cfg.epochs is not None:
-        per_step = cfg.batch_size * cfg.grad_accum * acc.num_processes
-        max_steps = max(1, math.ceil(cfg.epochs * len(dataset) / per_step))
-        log.info("epochs=%g over %d clips at %d clips/step -> %d steps", cfg.epochs, len(dataset), per_step, max_steps)
+        per_epoch = stream.batches_per_epoch()
+        max_steps = max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+        log.info("epochs=%g over %d clips (%d batches per process and epoch) -> %d steps", cfg.epochs, len(dataset),
+                 per_epoch, max_steps)
 
     # ---- resume: weights go into the plain module, before any engine wraps or shards it
     step, position, losses, resume_state = 0, 0, [], None
@@ -260,19 +285,21 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
             for n, p in zip(names, params):
                 p.copy_(groups["trainable"][n])
         resume_state = (groups, state)
-    ema = {n: p.detach().float().clone() for n, p in zip(names, params)} if cfg.ema_decay > 0 else None
 
     if acc.distributed_type == DistributedType.DEEPSPEED:
         # No dataloader goes through accelerate, so tell DeepSpeed the micro-batch size itself.
         acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
-    transformer, optimizer = acc.prepare(transformer, optimizer)
-    if sharded:
-        params = [p for p in transformer.parameters() if p.requires_grad]
+    # The optimiser and schedule the engine returns are the ones stepped and checkpointed (under
+    # FSDP/DeepSpeed the optimiser is rebuilt over the sharded parameters).
+    transformer, optimizer, lr_sched = acc.prepare(transformer, optimizer, lr_sched)
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    # EMA copies are made from the prepared model, on the device it now lives on.
+    ema = {n: p.detach().float().clone() for n, p in zip(names, params)} if cfg.ema_decay > 0 else None
 
     if resume_state is not None:
         groups, state = resume_state
         if ema is not None and "ema" in groups:
-            ema = {n: groups["ema"][n].float() for n in names}
+            ema = {n: groups["ema"][n].float().to(ema[n].device) for n in names}
         if "optimizer" in groups and not sharded:
             optimizer.load_state_dict(groups["optimizer"])
         elif sharded:
@@ -287,14 +314,9 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
         step, position, losses = int(state["step"]), int(state["position"]), list(state.get("losses", []))
         log.info("resumed from %s at step %d", ckpt, step)
 
-    loader = torch.utils.data.DataLoader(
-        _Clips(dataset),
-        batch_size=cfg.batch_size,
-        sampler=_StreamSampler(len(dataset), cfg.seed, position, acc.process_index, acc.num_processes),
-        num_workers=cfg.data.num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-    )
+    stream.start = position
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=stream, num_workers=cfg.data.num_workers,
+                                         collate_fn=_collate, persistent_workers=False)
     batches = iter(loader)
 
     def trainable_state(source: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -334,9 +356,22 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
                 export(groups["ema"], f"{base}-ema")
         acc.wait_for_everyone()
 
+    writer = None
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out_dir / "tb"))
+    validator = _validator(cfg, out_dir, acc, pipe, cache, writer, sharded)
+
+    def validate(step: int) -> None:
+        if validator is not None and acc.is_main_process:
+            model = acc.unwrap_model(transformer)
+            with _swapped(names, params, ema):
+                validator.render(model, step, "ema" if ema is not None else "model", acc.autocast)
+        acc.wait_for_everyone()
 
     t_start, steps_timed = time.perf_counter(), 0
     if cuda:
@@ -346,12 +381,22 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
         micro_losses = []
         for _ in range(cfg.grad_accum):
             batch = next(batches)
-            position += cfg.batch_size
-            with torch.no_grad():
-                latents = W.encode_video(pipe.vae, batch["video"].to(acc.device))  # (B, C, f, h, w)
-                embeds = W.encode_prompts(pipe, batch["caption"], cfg.max_sequence_length)  # (B, L, D)
+            position += 1
+            cond = {}
+            if cache is not None:
+                latents, embeds = batch["latents"].to(acc.device), batch["text"].to(acc.device)
+                if i2v:
+                    cond = {"condition": batch["condition"].to(acc.device), "image_embeds": batch["image"].to(acc.device)}
+            else:
+                with torch.no_grad():
+                    video = batch["video"].to(acc.device)
+                    latents = W.encode_video(pipe.vae, video)  # (B, C, f, h, w)
+                    embeds = W.encode_prompts(pipe, batch["caption"], cfg.max_sequence_length)  # (B, L, D)
+                    if i2v:
+                        cond = {"condition": W.i2v_condition(pipe.vae, video[:, 0], video.shape[1]),
+                                "image_embeds": W.encode_first_frames(pipe, video[:, 0])}
             with acc.accumulate(transformer), acc.autocast():
-                loss = W.flow_matching_loss(transformer, latents, embeds, train_sched, noise_gen)
+                loss = W.flow_matching_loss(transformer, latents, embeds, train_sched, noise_gen, **cond)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.optim.grad_clip > 0:
                     acc.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -370,19 +415,68 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
                 for n, p in zip(names, params):
                     ema[n].mul_(cfg.ema_decay).add_(p.detach().float(), alpha=1.0 - cfg.ema_decay)
         steps_timed += 1
+        if writer is not None:
+            writer.add_scalar("train/loss", loss_value, step)
+            writer.add_scalar("train/lr", lr_sched.get_last_lr()[0], step)
         if step % cfg.log_every == 0 or step == max_steps:
             log.info("step %d/%d loss %.5f lr %.2e %.2fs/step", step, max_steps, loss_value,
                      lr_sched.get_last_lr()[0], time.perf_counter() - t0)
         if step % cfg.save_every == 0 or step == max_steps:
             save(step)
+        if cfg.validation.every and (step % cfg.validation.every == 0 or step == max_steps):
+            validate(step)
     seconds = (time.perf_counter() - t_start) / max(1, steps_timed)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    if writer is not None:
+        writer.close()
     summary = {"step": step, "losses": losses, "out_dir": str(out_dir), "seconds_per_step": seconds,
-               "peak_memory_gib": peak, "trainable_parameters": n_train, "parameters": n_all,
+               "peak_memory_gib": peak, "trainable_parameters": n_train, "parameters": n_all, "skipped": skipped,
+               "cached": cache is not None, "image_to_video": i2v,
                "export": str(out_dir / ("lora" if cfg.mode == "lora" else "transformer"))}
     if acc.is_main_process:
         (out_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
     return summary
+
+
+def _validator(cfg: WanTrainConfig, out_dir: Path, acc, pipe, cache, writer, sharded: bool):
+    from medvid.t2v.buckets import parse_buckets
+    from medvid.t2v.wan_validate import Validator, validation_specs
+
+    v = cfg.validation
+    if not v.every:
+        return None
+    specs = validation_specs(cfg)
+    if not specs:
+        raise ValueError("validation.every is set but there are no prompts; add validation.prompts or "
+                         "validation.prompts_file (or set validation.every: 0)")
+    if sharded:
+        log.warning("validation videos are skipped under DeepSpeed/FSDP sharding; render the exported weights "
+                    "with `medvid generate` instead")
+        return None
+    b = parse_buckets(cfg.data.buckets)[0]
+    size = (v.height or b.height, v.width or b.width, v.num_frames or b.frames)
+    return Validator(cfg, specs, out_dir, acc.device, size, pipe=pipe, cache=cache, writer=writer) if acc.is_main_process else None
+
+
+class _swapped:
+    """Context: the EMA weights in the model's trainable parameters, the trained ones restored after."""
+
+    def __init__(self, names, params, ema):
+        self.names, self.params, self.ema, self.saved = names, params, ema, None
+
+    def __enter__(self):
+        if self.ema is not None:
+            with torch.no_grad():
+                self.saved = [p.detach().clone() for p in self.params]
+                for n, p in zip(self.names, self.params):
+                    p.copy_(self.ema[n])
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            with torch.no_grad():
+                for p, s in zip(self.params, self.saved):
+                    p.copy_(s)
+        return False
 
 
 def _config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
