@@ -4,7 +4,9 @@ and ``.npz`` files holding ``frames`` uint8 (T, H, W, 3) (what ``medvid sample``
 A folder is scanned one level deep. When one video is present in several forms (``medvid sample``
 writes ``x.npz`` beside ``x.mp4`` and ``x.gif``) the least lossy one is used: npz, then a frame
 folder, then a video container; so nothing is counted twice. Single images (contact sheets) and
-JSON sidecars are ignored.
+JSON sidecars are ignored, except in a folder that holds images and no video at all (what
+``medvid generate --frames 1`` writes): then each image is a one-frame source, an image set,
+evaluated with the frame metrics (FID, IS, fd_effnet_frame) only.
 
 Clip selection follows StyleGAN-V (``fvd2048_16f``): real clips start at a random frame (seeded),
 videos shorter than the clip are dropped, generated clips start at frame 0; frames are read at the
@@ -22,9 +24,9 @@ import numpy as np
 
 from medvid.data.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, DICOM_EXTENSIONS, NIFTI_EXTENSIONS, natural_key, open_video
 
-__all__ = ["VideoSource", "list_videos", "select_clips", "read_frames", "fingerprint", "Clip"]
+__all__ = ["VideoSource", "list_videos", "select_clips", "read_frames", "fingerprint", "Clip", "is_image_set"]
 
-_PREFERENCE = {"npz": 0, "frames": 1, "video": 2}
+_PREFERENCE = {"npz": 0, "frames": 1, "video": 2, "image": 3}
 
 
 def _rgb3(frames: np.ndarray, where: str) -> np.ndarray:
@@ -40,7 +42,8 @@ def _rgb3(frames: np.ndarray, where: str) -> np.ndarray:
 
 @dataclass
 class VideoSource:
-    """One video on disk: ``kind`` is ``npz``, ``frames`` (a folder of images) or ``video``."""
+    """One video on disk: ``kind`` is ``npz``, ``frames`` (a folder of images), ``video`` or
+    ``image`` (a single picture: a one-frame video)."""
 
     path: Path
     kind: str
@@ -63,8 +66,21 @@ class VideoSource:
                 raise ValueError(f"{self.path}: cannot read the npz ({e}); re-create it") from e
         return self._frames
 
+    def _image(self) -> np.ndarray:
+        if self._frames is None:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(self.path) as im:
+                    self._frames = np.asarray(im.convert("RGB"))[None]
+            except (UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"{self.path}: cannot read the image ({e}); re-create it") from e
+        return self._frames
+
     @property
     def num_frames(self) -> int:
+        if self.kind == "image":
+            return 1
         if self.kind == "npz":
             return int(self._npz().shape[0])
         with open_video(self.path) as r:
@@ -72,8 +88,8 @@ class VideoSource:
 
     def read(self, indices=None) -> np.ndarray:
         """uint8 (n, H, W, 3) frames at ``indices`` (all frames if None)."""
-        if self.kind == "npz":
-            f = self._npz()
+        if self.kind in ("npz", "image"):
+            f = self._npz() if self.kind == "npz" else self._image()
             return f if indices is None else f[np.asarray(indices)]
         with open_video(self.path) as r:
             idx = np.arange(r.num_frames) if indices is None else np.asarray(indices)
@@ -108,10 +124,14 @@ def list_videos(root: str | Path, what: str = "--real") -> list[VideoSource]:
         old = best.get(src.name)
         if old is None or _PREFERENCE[kind] < _PREFERENCE[old.kind]:
             best[src.name] = src
+    if not best:  # an image set: every picture is a one-frame source
+        for p in root.iterdir():
+            if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_EXTENSIONS):
+                best[p.stem] = VideoSource(p, "image")
     if not best:
         raise ValueError(
             f"{what} {root}: no videos found (looked for video files {', '.join(VIDEO_EXTENSIONS[:5])}..., "
-            "folders of png/jpg frames, and .npz files with a 'frames' array)"
+            "folders of png/jpg frames, .npz files with a 'frames' array, and for image sets png/jpg files)"
         )
     return [best[k] for k in sorted(best, key=natural_key)]
 
@@ -160,6 +180,10 @@ def read_frames(sources: list[VideoSource], max_frames: int | None = None):
             f = f[: max_frames - total]
         total += len(f)
         yield src, f
+
+
+def is_image_set(sources: list[VideoSource]) -> bool:
+    return bool(sources) and all(s.kind == "image" for s in sources)
 
 
 def fingerprint(sources: list[VideoSource]) -> str:

@@ -14,6 +14,12 @@
   pluggable: a TorchScript ``interp(img0, img1) -> mid`` on (N, 3, H, W) in [0, 1] gives
   ``motion_smoothness``; the weight-free ``blend_interpolator`` (mean of the neighbours, no motion
   model) gives ``motion_smoothness_blend``, a different and weaker quantity.
+* ``imaging_quality``: the MUSIQ image-quality score (SPAQ checkpoint, 0..100) of every frame, VBench's
+  "longer" preprocessing (a frame whose longer side exceeds 512 px is resized, bilinear without
+  antialiasing, so that side is 512; values in [0, 1]), mean over the frames of a video, divided
+  by 100. The MUSIQ weights are given as a local file: a TorchScript export of the scorer, or
+  pyiqa's ``musiq_spaq_ckpt`` state dict (read with ``torch.load(weights_only=True)`` into pyiqa's
+  MUSIQ architecture; needs ``pip install pyiqa``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["vbench_consistency", "dynamic_degree_video", "motion_smoothness_video", "blend_interpolator",
-           "load_interpolator"]
+           "load_interpolator", "imaging_quality_video", "quality_frames", "load_musiq"]
 
 
 def vbench_consistency(feats) -> tuple[float, int]:
@@ -80,3 +86,52 @@ def motion_smoothness_video(frames: np.ndarray, interpolator: Callable) -> tuple
     # VBench compares uint8 frames: round the prediction to 0..255 first
     d = ((mid * 255).round() - (x[odd] * 255).round()).abs().mean(dim=(1, 2, 3))
     return float(d.sum()), len(odd)
+
+
+def quality_frames(frames: np.ndarray, longer: int = 512) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> (T, 3, h, w) in [0, 1] as VBench's imaging quality reads them ("longer")."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, H, W) 0..255
+    h, w = x.shape[-2:]
+    if max(h, w) > longer:
+        scale = longer / max(h, w)
+        x = F.interpolate(x, size=(int(scale * h), int(scale * w)), mode="bilinear", align_corners=False, antialias=False)
+    return x / 255.0
+
+
+@torch.inference_mode()
+def imaging_quality_video(frames: np.ndarray, scorer: Callable) -> tuple[float, int]:
+    """Sum over frames of MUSIQ score / 100 and the number of frames (one frame at a time, as VBench)."""
+    x = quality_frames(frames)
+    total = 0.0
+    for f in x:
+        total += float(torch.as_tensor(scorer(f[None])).float().mean()) / 100.0
+    return total, len(x)
+
+
+def load_musiq(path) -> Callable:
+    """MUSIQ from a local file: a TorchScript scorer, or pyiqa's MUSIQ state dict (pyiqa installed)."""
+    import zipfile
+
+    from medvid.utils.weights import MissingWeightsError, require_weights
+
+    p = require_weights(path, "imaging quality (MUSIQ)",
+                        "MUSIQ weights: pyiqa's musiq_spaq_ckpt-358bb6af.pth (as VBench uses) or a TorchScript export",
+                        hint="Pass it with --musiq PATH.")
+    if zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as z:
+                scripted = any(n.endswith("constants.pkl") or n.endswith("/code/") or "/code/" in n for n in z.namelist())
+        except zipfile.BadZipFile:
+            scripted = False
+        if scripted:
+            return torch.jit.load(str(p), map_location="cpu").eval()
+    try:
+        from pyiqa.archs.musiq_arch import MUSIQ
+    except ImportError as e:
+        raise MissingWeightsError("imaging quality (MUSIQ)", "pyiqa's MUSIQ architecture to read this state dict", p,
+                                  "pip install pyiqa, or export the scorer to TorchScript.") from e
+    state = torch.load(str(p), map_location="cpu", weights_only=True)  # tensors only, no code
+    state = state.get("params", state) if isinstance(state, dict) else state
+    model = MUSIQ(pretrained=False)
+    model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -108,3 +108,35 @@ def text_config(encoder_path, **kw):
     from medvid.training.config import TextConfig
 
     return TextConfig(**{"enabled": True, "encoder": "t5", "encoder_path": str(encoder_path), "max_length": 16, **kw})
+
+
+def make_wan_i2v_pipeline():
+    """A tiny Wan2.1 image-to-video pipeline: 36-channel DiT with image attention, tiny random CLIP
+    vision tower (the real one, open-clip ViT-H, cannot be had offline)."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanTransformer3DModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    tok = make_tokenizer()
+    text_encoder = make_t5(len(tok))
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+    torch.manual_seed(0)
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                                                     num_attention_heads=2, image_size=32, patch_size=8, projection_dim=8))
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    torch.manual_seed(0)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32, image_dim=8, added_kv_proj_dim=24,
+    )
+    return WanImageToVideoPipeline(tokenizer=tok, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), image_encoder=image_encoder,
+                                   image_processor=processor)
+
+
+@pytest.fixture(scope="session")
+def wan_i2v_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-wan-i2v")
+    make_wan_i2v_pipeline().save_pretrained(d)
+    return d

@@ -13,8 +13,12 @@ TRAIN = ["lora_1.3b.yaml", "medgen_lora_1.3b.yaml", "full_14b.yaml"]
 
 @pytest.mark.parametrize("name", TRAIN)
 def test_train_configs_load(name):
+    from medvid.t2v.buckets import Bucket, parse_buckets
+
     cfg = load_config(WanTrainConfig, CONFIGS / name)
-    assert (cfg.data.height, cfg.data.width) == (480, 832) and (cfg.data.num_frames - 1) % 4 == 0
+    buckets = parse_buckets(cfg.data.buckets)
+    assert Bucket(480, 832, 81) in buckets and Bucket(512, 768, 81) in buckets  # Wan's size and MedVideoCap's 3:2
+    assert any(b.height > b.width for b in buckets) and any(b.height == b.width for b in buckets)
 
 
 def test_lora_recipe_values():

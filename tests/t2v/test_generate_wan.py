@@ -65,12 +65,12 @@ def test_batch_resumes_without_regenerating(wan_dir, tmp_path, monkeypatch):
     calls, failed = [], []
     real = G.wan_video
 
-    def flaky(pipe, spec, negative, s):
+    def flaky(pipe, spec, negative, s, progress=None):
         calls.append(spec.name)
         if len(calls) == 2 and not failed:
             failed.append(spec.name)
             raise Interrupted  # the run dies during the second video (killed, out of memory...)
-        return real(pipe, spec, negative, s)
+        return real(pipe, spec, negative, s, progress)
 
     monkeypatch.setattr(G, "wan_video", flaky)
     cfg = G.GenerateConfig(model="wan", checkpoint=str(wan_dir), batch=str(prompts), out=str(out), seed=5, **TINY)

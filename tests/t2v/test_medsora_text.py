@@ -116,6 +116,21 @@ def test_generate_medsora_from_a_text_checkpoint(t5_dir, parts, tmp_path):
     with pytest.raises(ValueError, match="--height"):
         generate(GenerateConfig(model="medsora", checkpoint=str(tmp_path / "run"), prompt="x", out=str(tmp_path / "o"),
                                 height=64), progress=False)
+
+    # --frames 1: one latent frame sampled as a joint-training image and decoded alone -> a PNG
+    import numpy as np
+    from PIL import Image
+
+    still = generate(GenerateConfig(model="medsora", checkpoint=str(tmp_path / "run"), prompt="ultrasound of the liver",
+                                    name="liver", out=str(tmp_path / "img"), steps=3, num_frames=1), progress=False)
+    assert [p.name for p in still["written"]] == ["liver.png"]
+    img = np.asarray(Image.open(still["written"][0]))
+    side = json.loads((tmp_path / "img" / "liver.json").read_text())
+    assert img.ndim == 3 and img.shape[2] == 3 and side["frames"] == 1 and side["settings"]["num_images"] == 1
+    assert img.shape[:2] == (side["height"], side["width"]) and img.std() > 0
+    with pytest.raises(ValueError, match="--frames"):
+        generate(GenerateConfig(model="medsora", checkpoint=str(tmp_path / "run"), prompt="x", out=str(tmp_path / "o"),
+                                num_frames=5), progress=False)
     config["text"]["enabled"] = False
     save_checkpoint(tmp_path / "plain", 1, {"model": sd, "ema": sd}, state=state, config=config)
     with pytest.raises(ValueError, match="without text"):

@@ -30,7 +30,7 @@ def clips(tmp_path_factory):
 
 def make_cfg(wan_dir, clips, **kw):
     data = {"model_path": str(wan_dir), "max_sequence_length": 16, "log_every": 100, "save_every": 100,
-            "data": {"path": str(clips / "metadata.csv"), "height": 32, "width": 32, "num_frames": 5, "num_workers": 0},
+            "data": {"path": str(clips / "metadata.csv"), "buckets": [[32, 32, 5]], "num_workers": 0},
             "lora": {"rank": 4, "alpha": 4}, "optim": {"lr": 2e-3}, "batch_size": 2}
     for k, v in kw.items():
         if isinstance(v, dict):
@@ -161,8 +161,8 @@ def test_bad_data_and_config_errors(wan_dir, clips, tmp_path):
         from_dict(WanTrainConfig, {"epochs": 0})
     with pytest.raises(ConfigError, match="batch_size"):
         from_dict(WanTrainConfig, {"batch_size": 0})
-    with pytest.raises(ValueError, match="4k \\+ 1"):
-        train_wan(make_cfg(wan_dir, clips, data={"num_frames": 6}), tmp_path / "x")
+    with pytest.raises(ConfigError, match="4k \\+ 1"):
+        make_cfg(wan_dir, clips, data={"buckets": [[32, 32, 6]]})
     from medvid.utils.weights import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match="Wan2.1"):
@@ -190,20 +190,6 @@ def test_manifest_caption_fields(clips, tmp_path):
     clip = load_clip(str(clips / "clip0.mp4"), 17, 16, 24, generator=torch.Generator().manual_seed(0))
     assert clip.shape == (17, 3, 16, 24) and clip.min() >= -1 and clip.max() <= 1
     torch.testing.assert_close(clip[-1], clip[-9])  # 9-frame video: the last frame repeats
-
-
-def test_stream_sampler_resumes_and_shards():
-    import itertools
-
-    from medvid.t2v.wan_train import _StreamSampler
-
-    take = lambda s, k: list(itertools.islice(iter(s), k))  # noqa: E731
-    full = take(_StreamSampler(5, 0, 0, 0, 1), 12)
-    assert sorted(i for i, e in full if e == 0) == [0, 1, 2, 3, 4]  # each epoch is a permutation
-    assert take(_StreamSampler(5, 0, 7, 0, 1), 5) == full[7:12]  # resuming mid-epoch continues exactly
-    r0, r1 = take(_StreamSampler(5, 0, 0, 0, 2), 3), take(_StreamSampler(5, 0, 0, 1, 2), 2)
-    assert sorted(i for i, _ in r0 + r1) == [0, 1, 2, 3, 4]  # two ranks split an epoch
-    assert take(_StreamSampler(5, 0, 4, 0, 2), 2) == take(_StreamSampler(5, 0, 0, 0, 2), 6)[4:]
 
 
 def test_bf16_lora_keeps_fp32_adapters_over_a_bf16_base(wan_dir, clips, tmp_path, monkeypatch):
