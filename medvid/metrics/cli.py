@@ -17,10 +17,12 @@ __all__ = ["configure", "main", "evaluate"]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--real", required=True, help="folder of real videos (files, frame folders or .npz)")
+    p.add_argument("--real", default=None,
+                   help="folder of real videos (files, frame folders or .npz); without it only per-video scores run")
     p.add_argument("--fake", required=True, help="folder of generated videos (e.g. the output of medvid sample)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
-                   help=f"comma-separated from {', '.join(ALL_METRICS)}; or 'all' / 'offline'")
+                   help=f"comma-separated from {', '.join(ALL_METRICS)}; or 'all' / 'offline' / 'medgen' "
+                        "(subject/background consistency, motion smoothness, imaging quality)")
     p.add_argument("--out", required=True, help="output folder for metrics.json and report.html")
     p.add_argument("--i3d", default=None, help="i3d_torchscript.pt (FVD)")
     p.add_argument("--inception", default=None, help="inception-2015-12-05.pt (FID, IS)")
@@ -29,6 +31,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dino", default=None, help="DINO ViT-B/16 model folder or TorchScript (subject consistency)")
     p.add_argument("--raft", default=None, help="RAFT weights for dynamic degree (default: DIS flow, named as such)")
     p.add_argument("--interpolator", default=None, help="TorchScript frame interpolator (AMT-S) for motion smoothness")
+    p.add_argument("--musiq", default=None,
+                   help="MUSIQ weights for imaging quality (pyiqa's musiq_spaq_ckpt .pth, or TorchScript)")
     p.add_argument("--num-clips", type=int, default=2048, help="clips per side (StyleGAN-V: 2048)")
     p.add_argument("--clip-length", type=int, default=16)
     p.add_argument("--max-fid-frames", type=int, default=50000, help="generated frames for FID/IS (StyleGAN-V: 50000)")
@@ -44,7 +48,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     res = evaluate(
         args.real, args.fake, args.metrics, args.out, i3d=args.i3d, inception=args.inception, videomae=args.videomae,
-        clip=args.clip, dino=args.dino, raft=args.raft, interpolator=args.interpolator, num_clips=args.num_clips,
+        clip=args.clip, dino=args.dino, raft=args.raft, interpolator=args.interpolator, musiq=args.musiq,
+        num_clips=args.num_clips,
         clip_length=args.clip_length, max_fid_frames=args.max_fid_frames, bootstrap=args.bootstrap, seed=args.seed,
         cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir, batch_size=args.batch_size,
         effnet_resolution=args.effnet_resolution, fps=args.fps, report=not args.no_report,

@@ -8,7 +8,14 @@ interval over videos and are given for the real set too, as a reference point.
 
 Clips: one 16-frame clip per video, real from a seeded random start, generated from frame 0
 (``inputs.select_clips``). FVD, CD-FVD, the EfficientNet-Lite0 distances and the per-video scores
-(FC, VBench-style) all use these clips; FID/IS use every frame of the videos.
+(FC, VBench-style) all use these clips; FID/IS and imaging quality use every frame of the videos.
+
+``real`` may be None (MedGen's protocol scores generated videos alone): the distances are then
+skipped with that reason and the per-video scores are given for the generated set only. An image
+set (a folder of PNG/JPEG files and no video, e.g. ``medvid generate --frames 1``) is evaluated with
+the frame metrics only (FID, IS, fd_effnet_frame over every image); the video metrics are skipped.
+Per-video scores also list each generated video's own value (``per_video``), which the report shows
+beside the video's prompt.
 """
 
 from __future__ import annotations
@@ -33,8 +40,12 @@ log = get_logger("metrics")
 
 ALL_METRICS = (
     "fvd", "cdfvd", "fid", "is", "fc", "subject_consistency", "background_consistency",
-    "dynamic_degree", "motion_smoothness", "psnr", "ssim", "fd_effnet_frame", "fd_effnet_clip",
+    "dynamic_degree", "motion_smoothness", "imaging_quality", "psnr", "ssim", "fd_effnet_frame", "fd_effnet_clip",
 )
+# MedGen's four VBench dimensions ("Med-VBench"); `--metrics medgen` selects them.
+MEDGEN_METRICS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality")
+NEEDS_REAL = ("fvd", "cdfvd", "fid", "psnr", "ssim", "fd_effnet_frame", "fd_effnet_clip")
+FRAME_METRICS = ("fid", "is", "fd_effnet_frame")  # what an image set can be scored with
 # psnr/ssim compare paired reconstructions and are only computed when asked for.
 DEFAULT_METRICS = tuple(m for m in ALL_METRICS if m not in ("psnr", "ssim"))
 OFFLINE_METRICS = ("fd_effnet_frame", "fd_effnet_clip", "dynamic_degree", "motion_smoothness")
@@ -47,10 +58,12 @@ def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
         return list(ALL_METRICS)
     if names == ["offline"]:
         return list(OFFLINE_METRICS)
+    if names == ["medgen"]:
+        return list(MEDGEN_METRICS)
     bad = [m for m in names if m not in ALL_METRICS]
     if bad or not names:
         raise ValueError(f"--metrics: unknown {bad or 'empty list'}; choose from {', '.join(ALL_METRICS)} "
-                         "(comma-separated), or 'all' / 'offline'")
+                         "(comma-separated), or 'all' / 'offline' / 'medgen'")
     return list(dict.fromkeys(names))
 
 
@@ -60,7 +73,13 @@ class _VideoSet:
     def __init__(self, root, flag: str, random_start: bool, num_clips: int, clip_length: int, seed: int):
         self.root, self.flag = Path(root), flag
         self.sources: list[VideoSource] = list_videos(root, flag)
-        self.clips, self.dropped = select_clips(self.sources, num_clips, clip_length, random_start, seed)
+        from medvid.metrics.inputs import is_image_set
+
+        self.images = is_image_set(self.sources)
+        if self.images:  # one-frame sources: no clips; frame metrics read every image
+            self.clips, self.dropped = [], 0
+        else:
+            self.clips, self.dropped = select_clips(self.sources, num_clips, clip_length, random_start, seed)
         self.clip_length = clip_length
         self._fingerprint: str | None = None
         self._clip_arrays: list[np.ndarray] | None = None
@@ -108,7 +127,7 @@ class _VideoSet:
 
     def describe(self) -> dict:
         return {"path": str(self.root), "num_videos": len(self.sources), "num_clips": len(self.clips),
-                "dropped_short": self.dropped, "clip_length": self.clip_length}
+                "dropped_short": self.dropped, "clip_length": self.clip_length, "image_set": self.images}
 
 
 def _mean_ci(values: Sequence[float], bootstrap: int, seed: int, level: float = 0.95) -> dict:
@@ -162,14 +181,20 @@ class _Evaluator:
             rec["bootstrap_samples"] = ci["num_samples"]
         return rec
 
-    def per_video(self, fn: Callable[[_VideoSet], list[float]], protocol: str) -> dict:
-        fake = _mean_ci(fn(self.fake), self.bootstrap, self.seed)
-        real = _mean_ci(fn(self.real), self.bootstrap, self.seed)
-        return {**fake, "real": real, "unit": "videos", "protocol": protocol}
+    def per_video(self, fn: Callable[[_VideoSet], list[float]], protocol: str, over_sources: bool = False) -> dict:
+        """Mean and interval over videos; ``per_video`` maps each generated video's name to its score
+        (``fn`` returns one value per selected clip, or per source with ``over_sources``)."""
+        values = fn(self.fake)
+        names = [s.name for s in self.fake.sources] if over_sources else [c.source.name for c in self.fake.clips]
+        rec = {**_mean_ci(values, self.bootstrap, self.seed), "unit": "videos", "protocol": protocol,
+               "per_video": {n: float(v) for n, v in zip(names, values)}}
+        if self.real is not None:
+            rec["real"] = _mean_ci(fn(self.real), self.bootstrap, self.seed)
+        return rec
 
 
 def evaluate(
-    real: str | Path,
+    real: str | Path | None,
     fake: str | Path,
     metrics: str | Sequence[str] = DEFAULT_METRICS,
     out_dir: str | Path | None = None,
@@ -181,6 +206,7 @@ def evaluate(
     dino: str | Path | None = None,
     raft: str | Path | None = None,
     interpolator: str | Path | None = None,
+    musiq: str | Path | None = None,
     num_clips: int = 2048,
     clip_length: int = 16,
     max_fid_frames: int = 50000,
@@ -205,7 +231,7 @@ def evaluate(
         raise ValueError(f"--num-clips must be at least 2 (a covariance needs two clips), got {num_clips}")
     if clip_length < 2:
         raise ValueError(f"--clip-length must be at least 2, got {clip_length}")
-    real_set = _VideoSet(real, "--real", True, num_clips, clip_length, seed)
+    real_set = _VideoSet(real, "--real", True, num_clips, clip_length, seed) if real is not None else None
     fake_set = _VideoSet(fake, "--fake", False, num_clips, clip_length, seed)
     cache = FeatureCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed)
@@ -221,27 +247,38 @@ def evaluate(
             clip_nets["clip"] = ClipImageNet(clip)
         return clip_nets["clip"]
 
+    images = fake_set.images or (real_set is not None and real_set.images)
     for name in names:
         t = time.time()
+        if real_set is None and name in NEEDS_REAL:
+            skipped[name] = "compares with real videos: give --real DIR (MedGen's protocol uses the per-video scores)"
+            continue
+        if images and name not in FRAME_METRICS:
+            side = "--fake" if fake_set.images else "--real"
+            skipped[name] = (f"a video metric, and {side} is an image set (still images, e.g. generate --frames 1); "
+                             f"image sets are scored with {', '.join(FRAME_METRICS)}")
+            continue
         try:
             _run_metric(name, ev, results, locals_=dict(
                 i3d=i3d, inception=inception, videomae=videomae, dino=dino, raft=raft, interpolator=interpolator,
                 clip=clip, clip_net=clip_net, max_fid_frames=max_fid_frames, effnet_resolution=effnet_resolution,
-                fps=fps, clip_length=clip_length))
+                fps=fps, clip_length=clip_length, musiq=musiq, images=images))
         except MissingWeightsError as e:
             skipped[name] = str(e)
             log.warning("skipping %s: %s", name, e)
         timings[name] = round(time.time() - t, 3)
 
     out = {
-        "real": {**real_set.describe(), "fingerprint": real_set.fingerprint if cache.root else None},
+        "real": None if real_set is None else {**real_set.describe(),
+                                               "fingerprint": real_set.fingerprint if cache.root else None},
         "fake": fake_set.describe(),
         "metrics": results,
         "skipped": skipped,
         "settings": {"metrics": names, "num_clips": num_clips, "clip_length": clip_length, "seed": seed,
                      "bootstrap": bootstrap, "max_fid_frames": max_fid_frames, "effnet_resolution": effnet_resolution,
                      "weights": {"i3d": _s(i3d), "inception": _s(inception), "videomae": _s(videomae),
-                                 "clip": _s(clip), "dino": _s(dino), "raft": _s(raft), "interpolator": _s(interpolator)}},
+                                 "clip": _s(clip), "dino": _s(dino), "raft": _s(raft), "interpolator": _s(interpolator),
+                                 "musiq": _s(musiq)}},
         "cache": {"dir": str(cache.root) if cache.root else None, "hits": cache.hits, "misses": cache.misses},
         "seconds": timings,
         "total_seconds": round(time.time() - t0, 3),
@@ -370,6 +407,17 @@ def _run_metric(name: str, ev: _Evaluator, results: dict, locals_: dict) -> None
         results[key] = ev.per_video(per_video, "VBench motion smoothness with " + (
             f"the TorchScript interpolator {L['interpolator']}" if L["interpolator"]
             else "the mean of neighbouring frames (no AMT-S weights: not VBench's number)"))
+    elif name == "imaging_quality":
+        from medvid.metrics.vbench import imaging_quality_video, load_musiq
+
+        scorer = load_musiq(L["musiq"])
+
+        def per_video(side):
+            return [s / n for s, n in (imaging_quality_video(src.read(), scorer) for src in side.sources)]
+
+        results["imaging_quality"] = ev.per_video(
+            per_video, "VBench imaging quality: MUSIQ (SPAQ) per frame / 100, longer side <= 512 px, mean over "
+            "every frame of a video, mean over videos", over_sources=True)
     elif name in ("psnr", "ssim"):
         from medvid.metrics.reconstruction import psnr, ssim
 
@@ -386,10 +434,17 @@ def _run_metric(name: str, ev: _Evaluator, results: dict, locals_: dict) -> None
     elif name in ("fd_effnet_frame", "fd_effnet_clip"):
         from medvid.metrics.effnet import CLIP_FEATURE, EffnetFrames, clip_features
 
-        real.require_clips(name), fake.require_clips(name)
         r = L["effnet_resolution"]
         net = EffnetFrames(r)
         nid = f"effnet-lite0:{weights_id(_effnet_path())}:{r}"
+        if L["images"]:  # still images: every image (and every real frame) is one sample
+            fr = ev.frame_features(real, nid, net, None)
+            ff = ev.frame_features(fake, nid, net, L["max_fid_frames"])
+            results[name] = ev.distance(frechet_distance_from_features(fr, ff), fr, ff, "frames",
+                                        f"offline (not FID): EfficientNet-Lite0 pooled 1280-d per image at {r}px, "
+                                        "every real frame vs every generated image, cov/N")
+            return
+        real.require_clips(name), fake.require_clips(name)
         fr = ev.clip_features(real, nid, net, per_frame=True)
         ff = ev.clip_features(fake, nid, net, per_frame=True)
         if name == "fd_effnet_clip":

@@ -5,7 +5,9 @@ Sections: the metrics table (value, bootstrap interval, clip/frame counts, proto
 metrics with the file they need), real and generated clips side by side (animated GIFs), per-frame
 strips, training curves and the run's configuration when the generated folder came from
 ``medvid sample`` of a run (a ``samples.json`` / ``sample.json`` / ``meta.json`` sidecar naming the
-checkpoint), and the judge's scores when the folder holds a ``judge.json``.
+checkpoint), the judge's scores when the folder holds a ``judge.json``, and every generated video (or
+image) beside its prompt (from the ``NAME.json`` sidecar ``medvid generate`` writes) with its own
+per-video scores and judge scores.
 """
 
 from __future__ import annotations
@@ -199,6 +201,7 @@ tr.skipped td{color:#8c959f}
 .curve{display:inline-block;margin:4px 12px 4px 0} .curve figcaption{font-size:12px;text-align:center}
 .curve .frame{fill:#fafbfc;stroke:#d0d7de} .curve .line{fill:none;stroke:#0969da;stroke-width:1.5}
 .curve .ax{font-size:10px;fill:#57606a}
+td.prompt{max-width:520px;font-size:13px}
 pre{background:#f6f8fa;padding:8px;font-size:12px;overflow:auto;max-height:420px}
 """
 
@@ -257,6 +260,63 @@ def _judge_table(fake_dir: Path) -> str:
             + "".join(f"<th>{k}</th>" for k in keys) + "<th>reasons</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+MAX_PROMPT_ROWS = 64  # animated rows in the prompt table; the rest are listed without animation
+
+
+def _prompt_of(fake_dir: Path, name: str) -> str | None:
+    side = fake_dir / f"{name}.json"
+    try:
+        obj = json.loads(side.read_text()) if side.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return obj.get("prompt") if isinstance(obj, dict) and isinstance(obj.get("prompt"), str) else None
+
+
+def _judge_by_video(fake_dir: Path) -> dict[str, dict]:
+    f = fake_dir / "judge.json"
+    try:
+        items = json.loads(f.read_text()) if f.is_file() else []
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if isinstance(items, dict):
+        items = items.get("items") or items.get("results") or []
+    return {Path(str(it.get("video", ""))).stem: (it.get("scores") or {}) for it in items if isinstance(it, dict)}
+
+
+def _prompts_section(results: dict, fake_dir: Path) -> str:
+    """Each generated video (or image) beside its prompt, its per-video scores and the judge's."""
+    from medvid.metrics.inputs import list_videos
+
+    try:
+        sources = list_videos(fake_dir, "--fake")
+    except ValueError as e:
+        return f"<p class='muted'>{_esc(e)}</p>"
+    prompts = {s.name: _prompt_of(fake_dir, s.name) for s in sources}
+    if not any(prompts.values()):
+        return ""
+    per = {k: r["per_video"] for k, r in results.get("metrics", {}).items() if isinstance(r.get("per_video"), dict)}
+    judge = _judge_by_video(fake_dir)
+    jkeys = sorted({k for sc in judge.values() for k in sc})
+    head = ("<tr><th>generated</th><th>prompt</th>" + "".join(f"<th>{_esc(k)}</th>" for k in per)
+            + "".join(f"<th>judge: {_esc(k)}</th>" for k in jkeys) + "</tr>")
+    rows = []
+    for i, src in enumerate(sources):
+        if i < MAX_PROMPT_ROWS:
+            fr = src.read()
+            uri = gif_data_uri(fr) if len(fr) > 1 else strip_data_uri(fr, 1)
+            cell = f"<img class='clip' alt='{_esc(src.name)}' src='{uri}'><div class='muted'>{_esc(src.name)}</div>"
+        else:
+            cell = f"<div class='muted'>{_esc(src.name)}</div>"
+        rows.append("<tr><td>" + cell + f"</td><td class='prompt'>{_esc(prompts.get(src.name) or '–')}</td>"
+                    + "".join(f"<td class='num'>{_esc(_fmt(v.get(src.name)))}</td>" for v in per.values())
+                    + "".join(f"<td class='num'>{_esc(_fmt(judge.get(src.name, {}).get(k)))}</td>" for k in jkeys)
+                    + "</tr>")
+    note = (f"<p class='muted'>first {MAX_PROMPT_ROWS} of {len(sources)} animated</p>"
+            if len(sources) > MAX_PROMPT_ROWS else "")
+    return ("<h2>Generated videos and their prompts</h2><table id='prompts'><thead>" + head + "</thead><tbody>"
+            + "".join(rows) + "</tbody></table>" + note)
+
+
 def _videos_section(real_dir, fake_dir, num: int, clip_length: int, seed: int) -> str:
     from medvid.metrics.inputs import list_videos, select_clips
 
@@ -292,13 +352,14 @@ def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, 
     """Render ``results`` (the dict ``evaluate`` returns) into a self-contained HTML file."""
     path = Path(path)
     settings = results.get("settings", {})
-    real_d, fake_d = results.get("real", {}), results.get("fake", {})
+    real_d, fake_d = results.get("real") or {}, results.get("fake", {})
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>medvid evaluation</title>",
         f"<meta name='viewport' content='width=device-width'><style>{CSS}</style></head><body>",
         "<h1>medvid evaluation report</h1>",
-        f"<div class='muted'>real: {_esc(real_d.get('path'))} ({real_d.get('num_videos')} videos, {real_d.get('num_clips')} clips"
-        f"{', %d too short' % real_d['dropped_short'] if real_d.get('dropped_short') else ''}) · generated: "
+        (f"<div class='muted'>real: {_esc(real_d.get('path'))} ({real_d.get('num_videos')} videos, {real_d.get('num_clips')} clips"
+         f"{', %d too short' % real_d['dropped_short'] if real_d.get('dropped_short') else ''}) · generated: "
+         if real_d else "<div class='muted'>no real set · generated: ") +
         f"{_esc(fake_d.get('path'))} ({fake_d.get('num_videos')} videos, {fake_d.get('num_clips')} clips"
         f"{', %d too short' % fake_d['dropped_short'] if fake_d.get('dropped_short') else ''}) · "
         f"{settings.get('clip_length', 16)}-frame clips · seed {settings.get('seed', 0)} · "
@@ -328,6 +389,7 @@ def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, 
                 parts.append(f"<h2>Run configuration</h2><div class='muted'>{_esc(run['config_file'])}</div><pre>{_esc(run['config'])}</pre>")
             parts.append(f"<h3>Sampling settings</h3><pre>{_esc(json.dumps(run['meta'], indent=1))}</pre>")
         parts.append(_judge_table(Path(fake_dir)))
+        parts.append(_prompts_section(results, Path(fake_dir)))
     parts.append("<h2>Evaluation settings</h2><pre>" + _esc(json.dumps(settings, indent=1)) + "</pre></body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
