@@ -159,17 +159,20 @@ def open_first_frame(path: str | None, where: str = "--image"):
         raise ValueError(f"{where}: {p} is not a readable image ({e}); give a PNG or JPEG file") from e
 
 
-def load_first_frame(path: str | None, height: int, width: int, where: str = "--image", tolerance: float = 0.02):
+def load_first_frame(path: str | None, height: int, width: int, where: str = "--image",
+                     tolerance: float | None = 0.02):
     """The first frame for image-to-video as an RGB PIL image, checked against the video size.
 
     The pipeline resizes the image to height x width; an image of another aspect ratio would be
-    stretched and one much smaller than the video blown up, so both are errors that say the fix."""
+    stretched and one much smaller than the video blown up, so both are errors that say the fix.
+    ``tolerance=None`` skips the aspect check (a size derived from the image itself, whose rounding
+    to multiples of 16 alone moves the aspect ratio)."""
     import math
 
     img = open_first_frame(path, where)
     p = Path(path)
     w0, h0 = img.size
-    if abs(math.log((w0 / h0) / (width / height))) > math.log1p(tolerance):
+    if tolerance is not None and abs(math.log((w0 / h0) / (width / height))) > math.log1p(tolerance):
         fh, fw = i2v_size(h0, w0)
         raise ValueError(
             f"{where}: image {p} is {w0}x{h0} (aspect {w0 / h0:.3f}) but the video is {width}x{height} (aspect "
@@ -280,10 +283,12 @@ def wan_video(pipe, spec: PromptSpec, negative: str | None, s: dict[str, Any],
     height, width = s["height"], s["width"]
     kw: dict[str, Any] = {}
     if getattr(pipe, "image_encoder", None) is not None:
+        tolerance = 0.02
         if not s.get("fixed_size"):
             img = open_first_frame(spec.image, where=f"prompt {spec.name!r}")
             height, width = i2v_size(img.height, img.width, s["height"] * s["width"])
-        kw["image"] = load_first_frame(spec.image, height, width, where=f"prompt {spec.name!r}")
+            tolerance = None
+        kw["image"] = load_first_frame(spec.image, height, width, where=f"prompt {spec.name!r}", tolerance=tolerance)
     if progress is not None:
         total = s["steps"]
 

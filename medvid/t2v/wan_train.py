@@ -240,6 +240,7 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     dataset, bucket_names, pipe, transformer, cache, skipped = _data(cfg, acc, load_dtype)
     i2v = W.is_i2v(transformer)
     lora_cfg = None
+    torch.manual_seed(cfg.seed)  # LoRA's A init: the same whatever was loaded before (cache or not)
     if cfg.mode == "lora":
         lora_cfg = W.add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout)
         for p in transformer.parameters():

@@ -88,8 +88,9 @@ def test_validation_videos_use_ema_weights_and_reach_tensorboard(wan_dir, clips,
                                    output_type="np", max_sequence_length=16).frames[0])
 
     got = shown[("validation/heart", 3)].astype(int)
-    assert np.abs(got - render("lora-ema").astype(int)).max() <= 1  # rendered with the EMA weights...
-    assert np.abs(got - render("lora").astype(int)).max() > 1  # ...not the raw ones
+    ema, raw = render("lora-ema").astype(int), render("lora").astype(int)
+    assert np.abs(got - ema).max() <= 1  # rendered with the EMA weights...
+    assert np.abs(got - ema).mean() < np.abs(got - raw).mean()  # ...not the raw ones
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
