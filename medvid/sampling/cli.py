@@ -25,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-id", type=int, default=None, help="class-conditional checkpoints: the class")
     parser.add_argument("--vae", default=None, help="override the VAE recorded in the checkpoint")
     parser.add_argument("--fps", type=float, default=None)
+    parser.add_argument("--frames", type=int, default=None, help="1: still images (PNG) instead of videos")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -34,9 +35,10 @@ def main(args: argparse.Namespace) -> int:
         paths = sample_videos(args.checkpoint, args.num, args.out, seed=args.seed, sampler=args.sampler,
                               steps=args.steps, cfg_scale=args.cfg, eta=args.eta, batch_size=args.batch_size,
                               use_ema=not args.no_ema, device=args.device, caption=args.caption,
-                              negative_prompt=args.negative_prompt, class_id=args.class_id, vae=args.vae, fps=args.fps)
+                              negative_prompt=args.negative_prompt, class_id=args.class_id, vae=args.vae, fps=args.fps,
+                              frames=args.frames)
     except ValueError as e:
         print(f"medvid sample: {e}", file=sys.stderr)
         return 2
-    print(f"{len(paths)} video(s) in {args.out}")
+    print(f"{len(paths)} {'image' if args.frames == 1 else 'video'}(s) in {args.out}")
     return 0

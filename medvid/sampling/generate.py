@@ -1,6 +1,10 @@
 """Latents -> files: sample in batches, decode through the run's VAE, write mp4 + gif + npz per video
 and one PNG contact sheet. Memory stays bounded: one batch of latents and videos at a time, and the
 contact sheet keeps only a few downscaled frames of its first rows.
+
+``frames=1`` samples still images: one latent frame per sample, given to the model as a joint-
+training image (``num_images=1``) and decoded alone, written as ``image_XXXX.png`` (no contact
+sheet, so the folder is an image set for ``medvid evaluate``).
 """
 
 from __future__ import annotations
@@ -38,21 +42,21 @@ class SampleSpec:
     class_id: int | None = None  # class-conditional models (None: cycle through the classes)
 
 
-def _conditioning(spec: SampleSpec, start: int, b: int, device, text=None, num_classes: int = 0):
+def _conditioning(spec: SampleSpec, start: int, b: int, device, text=None, num_classes: int = 0, num_images: int = 0):
     """(cond kwargs, uncond kwargs or None) for videos start..start+b-1."""
-    cond: dict[str, Any] = {"num_images": 0}
+    cond: dict[str, Any] = {"num_images": num_images}
     uncond: dict[str, Any] | None = None
     if num_classes > 0:
         ids = [spec.class_id if spec.class_id is not None else (start + i) % num_classes for i in range(b)]
         if any(not 0 <= i < num_classes for i in ids):
             raise ValueError(f"class id {spec.class_id} out of range: the model has {num_classes} classes (0..{num_classes - 1})")
         cond["y"] = torch.tensor(ids, device=device)
-        uncond = {"num_images": 0, "y": torch.full((b,), num_classes, device=device)}  # null label
+        uncond = {"num_images": num_images, "y": torch.full((b,), num_classes, device=device)}  # null label
     if text is not None:
         ctx, mask = text.encode([spec.caption or ""] * b)
         cond["context"], cond["context_mask"] = ctx.to(device), mask.to(device)
         nctx, nmask = text.negative(spec.negative_prompt, b)
-        uncond = {"num_images": 0, "context": nctx.to(device), "context_mask": nmask.to(device)}
+        uncond = {"num_images": num_images, "context": nctx.to(device), "context_mask": nmask.to(device)}
     return cond, uncond
 
 
@@ -76,6 +80,7 @@ def generate_to_dir(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    still = latent_shape[0] == 1  # one latent frame: a still image
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -86,7 +91,7 @@ def generate_to_dir(
         # One generator per video (initial noise, then DDPM / eta > 0 noise): results do not depend on
         # the batch size.
         gens = [torch.Generator().manual_seed(spec.seed * 1_000_003 + start + i) for i in range(b)]
-        cond, uncond = _conditioning(spec, start, b, device, text, num_classes)
+        cond, uncond = _conditioning(spec, start, b, device, text, num_classes, num_images=int(still))
         model_fn = lambda x, t: model(x, t, **cond)  # noqa: E731
         uncond_fn = (lambda x, t: model(x, t, **uncond)) if uncond is not None else None  # noqa: E731
         z = sample(model_fn, (b, *latent_shape), diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
@@ -97,8 +102,15 @@ def generate_to_dir(
             if vae is None:
                 np.savez_compressed(out_dir / f"latents_{k:04d}.npz", latents=z[i].float().cpu().numpy())
                 continue
-            video = vae.decode(z[i : i + 1].to(device))[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
+            decode = vae.decode_images if still else vae.decode  # an image is decoded alone
+            video = decode(z[i : i + 1].to(device))[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
             frames = to_uint8(video)  # (T, H, W, 3)
+            if still:
+                from PIL import Image
+
+                Image.fromarray(frames[0]).save(out_dir / f"image_{k:04d}.png")
+                paths.append(out_dir / f"image_{k:04d}.png")
+                continue
             paths.append(write_mp4(frames, out_dir / f"video_{k:04d}.mp4", fps=spec.fps))
             write_gif(frames, out_dir / f"video_{k:04d}.gif", fps=spec.fps)
             np.savez_compressed(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy())
@@ -132,8 +144,12 @@ def sample_videos(
     class_id: int | None = None,
     vae: str | Any | None = None,
     fps: float | None = None,
+    frames: int | None = None,
 ) -> list[Path]:
     """Sample ``num`` videos from a training checkpoint (run folder or ``step-*`` folder).
+
+    ``frames=1`` samples still images (PNG); other values are refused (the latent length is the
+    one the model was trained on).
 
     Uses the EMA weights unless ``use_ema=False`` and decodes through the VAE the run was trained
     with (recorded in the checkpoint; ``vae`` overrides it with a path/name or a loaded VAE).
@@ -149,6 +165,9 @@ def sample_videos(
         raise ValueError(f"--num {num}: ask for at least one video")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: must be >= 1")
+    if frames not in (None, 1):
+        raise ValueError(f"--frames {frames}: a MedSora run samples the clip length it was trained on; "
+                         "only --frames 1 (a still image) can be asked for")
     weights = "ema" if use_ema else "model"
     groups, state, config = load_checkpoint(checkpoint, groups=[weights])
     if "model_config" not in state or "latent_shape" not in state:
@@ -186,5 +205,8 @@ def sample_videos(
              state.get("step"), sampler, spec.steps, cfg_scale)
     # The sidecar names the checkpoint so the evaluation report can find the run's curves and config.
     meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights}
-    return generate_to_dir(model, diffusion, tuple(state["latent_shape"]), spec, out_dir, vae=vae_obj, text=text,
+    shape = tuple(state["latent_shape"])
+    if frames == 1:
+        shape = (1, *shape[1:])
+    return generate_to_dir(model, diffusion, shape, spec, out_dir, vae=vae_obj, text=text,
                            num_classes=int(state.get("num_classes", 0)), device=dev, meta=meta)

@@ -88,3 +88,17 @@ def test_unconditional_model_rejects_guidance_and_unknown_vae(tiny_run, tmp_path
     bare = save_checkpoint(tmp_path / "novae", 1, {"ema": groups["ema"]}, dict(state, vae=None), config)
     with pytest.raises(ValueError, match="--vae"):
         sample_videos(bare, 1, tmp_path / "x", steps=2)
+
+
+def test_frames_1_samples_still_images_as_pngs(tiny_run, tmp_path):
+    """One latent frame, given to the model as a joint-training image and decoded alone."""
+    from medvid.metrics.inputs import is_image_set, list_videos
+    from PIL import Image
+
+    paths = sample_videos(tiny_run, 2, tmp_path, steps=3, frames=1)
+    assert [p.name for p in paths] == ["image_0000.png", "image_0001.png"]
+    img = np.asarray(Image.open(paths[0]))
+    assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 0
+    assert not list(tmp_path.glob("*.mp4")) and is_image_set(list_videos(tmp_path, "--fake"))  # an image set
+    with pytest.raises(ValueError, match="--frames 5"):
+        sample_videos(tiny_run, 1, tmp_path / "x", steps=2, frames=5)
