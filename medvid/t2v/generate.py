@@ -383,7 +383,7 @@ def medsora_latents(m: dict[str, Any], prompt: str, negative: str | None, seed: 
     ni = int(s.get("num_images", 0))
     cond = {"context": ctx.to(device), "context_mask": mask.to(device), "num_images": ni}
     uncond = {"context": nctx.to(device), "context_mask": nmask.to(device), "num_images": ni}
-    noise = torch.randn((1, *m["latent_shape"]), generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn((1, *s.get("latent_shape", m["latent_shape"])), generator=torch.Generator().manual_seed(seed))
     return sample(
         lambda x, t: model(x, t, **cond), noise.shape, m["diffusion"], sampler=s["sampler"], steps=s["steps"],
         cfg_scale=s["guidance"], uncond_fn=(lambda x, t: model(x, t, **uncond)) if s["guidance"] != 1.0 else None,
