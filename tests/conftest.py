@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -11,3 +12,19 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_medvid_logger():
+    """Each test starts with the medvid logger as it was and propagating (so caplog sees it); handlers
+    a test's run added (console, log.txt) are removed afterwards, so they never outlive the streams
+    and folders of that test."""
+    logger = logging.getLogger("medvid")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    logger.propagate = True
+    yield
+    for h in logger.handlers:
+        if h not in saved[0]:
+            h.close()
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
