@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("medvid.t2v.generate", "text-to-video generation (MedSora or Wan)"),
     "evaluate": ("medvid.metrics.cli", "FVD, CD-FVD, FID, IS, consistency... and report.html"),
     "judge": ("medvid.vlm.judge", "score generated videos with a vision-language model"),
+    "serve": ("medvid.serve.cli", "local web app: prompt in, teaching video out (queue + gallery)"),
 }
 
 

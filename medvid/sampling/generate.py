@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -72,11 +72,13 @@ def generate_to_dir(
     num_classes: int = 0,
     device: torch.device | str | None = None,
     meta: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
     """Sample ``spec.num`` videos of latent shape (F, C, h, w) into ``out_dir``; returns the mp4 paths.
 
     Video i uses a generator seeded with (seed, i) only, so it does not depend on the batch size.
     Without a ``vae`` the latents are written to ``latents_XXXX.npz`` and no videos.
+    ``progress(k, n)`` is called after each denoising step of each batch.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def generate_to_dir(
         uncond_fn = (lambda x, t: model(x, t, **uncond)) if uncond is not None else None  # noqa: E731
         z = sample(model_fn, (b, *latent_shape), diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
                    cfg_scale=spec.cfg_scale, uncond_fn=uncond_fn if spec.cfg_scale != 1.0 else None,
-                   generator=gens, device=device)
+                   generator=gens, device=device, progress=progress)
         for i in range(b):
             k = start + i
             if vae is None:
@@ -124,6 +126,67 @@ def generate_to_dir(
     (out_dir / "samples.json").write_text(json.dumps(record, indent=1, default=str))
     model.train(was_training)
     return paths
+
+
+@dataclass
+class SamplingModel:
+    """A `medvid train` checkpoint loaded for sampling: everything :func:`generate_to_dir` needs."""
+
+    model: torch.nn.Module
+    diffusion: GaussianDiffusion
+    latent_shape: tuple[int, ...]
+    vae: Any
+    text: Any  # TextConditioner of a text-conditioned run, else None
+    num_classes: int
+    device: torch.device
+    default_steps: int
+    default_fps: float
+    meta: dict  # checkpoint, step, weights: recorded beside the videos
+
+
+def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: str = "auto",
+                        vae: str | Any | None = None) -> SamplingModel:
+    """Rebuild a training checkpoint (run folder or ``step-*`` folder) for sampling: the EMA weights
+    unless ``use_ema=False``, the VAE the run was trained with (``vae`` overrides it with a path/name
+    or a loaded VAE) and, for a text-conditioned run, its text encoder."""
+    from medvid.training.distributed import resolve_device
+    from medvid.models import create_model_from_config
+    from medvid.training.builders import build_vae
+    from medvid.utils.checkpoint import load_checkpoint
+
+    weights = "ema" if use_ema else "model"
+    groups, state, config = load_checkpoint(checkpoint, groups=[weights])
+    if "model_config" not in state or "latent_shape" not in state:
+        raise ValueError(f"{checkpoint} is not a `medvid train` checkpoint (no model_config / latent_shape in state.json)")
+    if weights not in groups:
+        raise ValueError(f"{checkpoint} holds no {weights!r} weights (try --no-ema)")
+    dev = resolve_device(device)
+    model = create_model_from_config(state["model_config"])
+    model.load_state_dict(groups[weights])
+    model.to(dev).eval()
+    d = state.get("diffusion", {})
+    diffusion = GaussianDiffusion(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
+                                  learn_sigma=bool(state.get("learn_sigma", True)))
+    sample_cfg = (config or {}).get("sample", {})
+    text = None
+    text_cfg = (config or {}).get("text", {})
+    if text_cfg.get("enabled"):
+        from medvid.config import from_dict
+        from medvid.t2v.text import build_text_conditioner
+        from medvid.training.config import TextConfig
+
+        text = build_text_conditioner(from_dict(TextConfig, text_cfg, where="checkpoint text config"), device=dev)
+    spec_vae = vae if vae is not None else state.get("vae")
+    if spec_vae is None:
+        raise ValueError(
+            f"{checkpoint} does not name the VAE its latents were encoded with; pass --vae PATH "
+            "(the VAE folder or name used by `medvid encode`)"
+        )
+    vae_obj = spec_vae if hasattr(spec_vae, "decode") else build_vae(spec_vae, dev)
+    # The sidecar names the checkpoint so the evaluation report can find the run's curves and config.
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights}
+    return SamplingModel(model, diffusion, tuple(state["latent_shape"]), vae_obj, text, int(state.get("num_classes", 0)),
+                         dev, int(sample_cfg.get("steps", 250)), float(sample_cfg.get("fps", 8.0)), meta)
 
 
 def sample_videos(
@@ -156,11 +219,6 @@ def sample_videos(
     ``steps`` defaults to the run's ``sample.steps`` (250, the paper's DDIM setting).
     Returns the mp4 paths; ``out_dir`` also gets gif + npz per video and ``contact_sheet.png``.
     """
-    from medvid.training.distributed import resolve_device
-    from medvid.models import create_model_from_config
-    from medvid.training.builders import build_vae
-    from medvid.utils.checkpoint import load_checkpoint
-
     if num < 1:
         raise ValueError(f"--num {num}: ask for at least one video")
     if batch_size < 1:
@@ -168,45 +226,13 @@ def sample_videos(
     if frames not in (None, 1):
         raise ValueError(f"--frames {frames}: a MedSora run samples the clip length it was trained on; "
                          "only --frames 1 (a still image) can be asked for")
-    weights = "ema" if use_ema else "model"
-    groups, state, config = load_checkpoint(checkpoint, groups=[weights])
-    if "model_config" not in state or "latent_shape" not in state:
-        raise ValueError(f"{checkpoint} is not a `medvid train` checkpoint (no model_config / latent_shape in state.json)")
-    if weights not in groups:
-        raise ValueError(f"{checkpoint} holds no {weights!r} weights (try --no-ema)")
-    dev = resolve_device(device)
-    model = create_model_from_config(state["model_config"])
-    model.load_state_dict(groups[weights])
-    model.to(dev).eval()
-    d = state.get("diffusion", {})
-    diffusion = GaussianDiffusion(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
-                                  learn_sigma=bool(state.get("learn_sigma", True)))
-    sample_cfg = (config or {}).get("sample", {})
-    text = None
-    text_cfg = (config or {}).get("text", {})
-    if text_cfg.get("enabled"):
-        from medvid.config import from_dict
-        from medvid.t2v.text import build_text_conditioner
-        from medvid.training.config import TextConfig
-
-        text = build_text_conditioner(from_dict(TextConfig, text_cfg, where="checkpoint text config"), device=dev)
-    spec_vae = vae if vae is not None else state.get("vae")
-    if spec_vae is None:
-        raise ValueError(
-            f"{checkpoint} does not name the VAE its latents were encoded with; pass --vae PATH "
-            "(the VAE folder or name used by `medvid encode`)"
-        )
-    vae_obj = spec_vae if hasattr(spec_vae, "decode") else build_vae(spec_vae, dev)
-    spec = SampleSpec(num=num, sampler=sampler, steps=steps or int(sample_cfg.get("steps", 250)), eta=eta,
+    m = load_sampling_model(checkpoint, use_ema, device, vae)
+    spec = SampleSpec(num=num, sampler=sampler, steps=steps or m.default_steps, eta=eta,
                       cfg_scale=cfg_scale, seed=seed, batch_size=batch_size,
-                      fps=fps or float(sample_cfg.get("fps", 8.0)), caption=caption,
+                      fps=fps or m.default_fps, caption=caption,
                       negative_prompt=negative_prompt, class_id=class_id)
-    log.info("sampling %d video(s) from %s (%s weights, step %s) with %s-%d, cfg %.2f", num, checkpoint, weights,
-             state.get("step"), sampler, spec.steps, cfg_scale)
-    # The sidecar names the checkpoint so the evaluation report can find the run's curves and config.
-    meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights}
-    shape = tuple(state["latent_shape"])
-    if frames == 1:
-        shape = (1, *shape[1:])
-    return generate_to_dir(model, diffusion, shape, spec, out_dir, vae=vae_obj, text=text,
-                           num_classes=int(state.get("num_classes", 0)), device=dev, meta=meta)
+    log.info("sampling %d video(s) from %s (%s weights, step %s) with %s-%d, cfg %.2f", num, checkpoint,
+             m.meta["weights"], m.meta["step"], sampler, spec.steps, cfg_scale)
+    shape = (1, *m.latent_shape[1:]) if frames == 1 else m.latent_shape
+    return generate_to_dir(m.model, m.diffusion, shape, spec, out_dir, vae=m.vae, text=m.text,
+                           num_classes=m.num_classes, device=m.device, meta=m.meta)

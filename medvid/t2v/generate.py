@@ -14,7 +14,7 @@ run. ``--lora``: a LoRA in diffusers' or the original Wan / ComfyUI layout (``me
 --height/--width the size follows the image's aspect ratio at Wan's 480x832 area.
 
 Every video is ``OUT/<name>.mp4`` (``--frames 1``: ``OUT/<name>.png``) plus ``OUT/<name>.json``
-(prompt, negative prompt, seed, model, checkpoint, LoRA, settings, seconds). The sidecar is written
+(prompt, negative prompt, seed, model, checkpoint, LoRA, settings, seconds; :func:`video_record`). The sidecar is written
 last, so it marks a finished video: a batch that is interrupted and started again skips every prompt
 whose sidecar and output exist. In a batch, a prompt that cannot be generated (over the text
 encoder's length, an unusable first frame) is skipped with a warning and listed in the result.
@@ -44,6 +44,8 @@ from medvid.utils.logging import get_logger
 log = get_logger("t2v.generate")
 
 MEDSORA_GUIDANCE = 4.0
+OnStep = Callable[[int, int], None]
+"""Progress callback ``on_step(k, n)`` after denoising step k of n; raising in it stops the video."""
 
 
 @dataclass
@@ -272,11 +274,11 @@ def check_prompt_length(tokenizer, spec: PromptSpec, max_length: int) -> None:
 
 
 def wan_video(pipe, spec: PromptSpec, negative: str | None, s: dict[str, Any],
-              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+              on_step: OnStep | None = None) -> np.ndarray:
     """One video as uint8 (T, H, W, 3); the noise comes from a CPU generator seeded with spec.seed,
     so a seed gives the same video on any device. Image-to-video pipelines take ``spec.image`` as
-    the first frame (the size follows the image unless the settings fix it). ``progress(step,
-    total)`` is called after every denoising step."""
+    the first frame (the size follows the image unless the settings fix it). ``on_step(k, n)`` is
+    called after every denoising step."""
     from medvid.t2v.wan import frames_to_uint8
 
     check_prompt_length(pipe.tokenizer, spec, s["max_sequence_length"])
@@ -289,14 +291,14 @@ def wan_video(pipe, spec: PromptSpec, negative: str | None, s: dict[str, Any],
             height, width = i2v_size(img.height, img.width, s["height"] * s["width"])
             tolerance = None
         kw["image"] = load_first_frame(spec.image, height, width, where=f"prompt {spec.name!r}", tolerance=tolerance)
-    if progress is not None:
+    if on_step is not None:
         total = s["steps"]
 
-        def on_step(_pipe, i, _t, tensors):
-            progress(i + 1, total)
+        def step_end(_pipe, i, _t, tensors):
+            on_step(i + 1, total)
             return tensors
 
-        kw["callback_on_step_end"] = on_step
+        kw["callback_on_step_end"] = step_end
     out = pipe(
         prompt=spec.prompt,
         negative_prompt=negative,
@@ -368,7 +370,8 @@ def medsora_settings(cfg: GenerateConfig, m: dict[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def medsora_latents(m: dict[str, Any], prompt: str, negative: str | None, seed: int, s: dict[str, Any]) -> torch.Tensor:
+def medsora_latents(m: dict[str, Any], prompt: str, negative: str | None, seed: int, s: dict[str, Any],
+                    on_step: OnStep | None = None) -> torch.Tensor:
     """Sample latents (1, F, C, h, w) for one prompt with classifier-free guidance.
 
     The conditional branch sees the prompt's encoding; the unconditional one the negative prompt's
@@ -387,14 +390,15 @@ def medsora_latents(m: dict[str, Any], prompt: str, negative: str | None, seed: 
     return sample(
         lambda x, t: model(x, t, **cond), noise.shape, m["diffusion"], sampler=s["sampler"], steps=s["steps"],
         cfg_scale=s["guidance"], uncond_fn=(lambda x, t: model(x, t, **uncond)) if s["guidance"] != 1.0 else None,
-        generator=torch.Generator().manual_seed(seed + 1), noise=noise, device=device,
+        generator=torch.Generator().manual_seed(seed + 1), noise=noise, device=device, progress=on_step,
     )
 
 
-def medsora_video(m: dict[str, Any], spec: PromptSpec, negative: str | None, s: dict[str, Any]) -> np.ndarray:
+def medsora_video(m: dict[str, Any], spec: PromptSpec, negative: str | None, s: dict[str, Any],
+                  on_step: OnStep | None = None) -> np.ndarray:
     from medvid.utils.video import to_uint8
 
-    z = medsora_latents(m, spec.prompt, negative, spec.seed, s)
+    z = medsora_latents(m, spec.prompt, negative, spec.seed, s, on_step)
     decode = m["vae"].decode_images if s.get("num_images") else m["vae"].decode  # an image: decoded alone
     video = decode(z)[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
     return to_uint8(video)
@@ -419,14 +423,48 @@ def write_frames(frames: np.ndarray, path: Path, fps: float) -> Path:
     return write_mp4(frames, path, fps=fps)
 
 
-def generate(cfg: GenerateConfig, progress: bool = True,
-             on_step: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def video_record(*, name: str, prompt: str | None, negative_prompt: str | None, seed: int, model: str,
+                 checkpoint: str, lora: str | None, image: str | None = None, source: dict[str, Any], settings: dict[str, Any],
+                 frames: np.ndarray, seconds: float) -> dict[str, Any]:
+    """The JSON sidecar of one video (read by `medvid judge`, the evaluation report and `medvid serve`)."""
+    from medvid import __version__
+
+    return {
+        "name": name, "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, "image": image, "model": model,
+        "checkpoint": checkpoint, "lora": lora, "source": source, "settings": settings,
+        "frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2]),
+        "seconds": round(seconds, 3), "medvid_version": __version__,
+    }
+
+
+def save_video(out_dir: Path, frames: np.ndarray, fps: float, record: dict[str, Any]) -> Path:
+    """``OUT/<name>.mp4`` (``.png`` for one frame), then its sidecar ``OUT/<name>.json`` (last: it
+    marks a finished video)."""
+    path = write_frames(frames, output_path(out_dir, record["name"], int(frames.shape[0])), fps)
+    write_json(out_dir / f"{record['name']}.json", record)
+    return path
+
+
+def load_models(cfg: GenerateConfig, models: dict) -> Any:
+    """The model ``cfg`` generates with, loaded once and kept in ``models`` (a dict the caller holds)
+    while the checkpoint, LoRA, weights, device and precision stay the same."""
+    device = _device(cfg.device)
+    key = (cfg.model, str(cfg.checkpoint), cfg.lora, cfg.lora_scale, cfg.use_ema, str(device), cfg.precision)
+    if key not in models:
+        models.clear()  # one model in memory at a time
+        models[key] = load_wan_for_generation(cfg, device) if cfg.model == "wan" else load_medsora_for_generation(cfg, device)
+    return models[key]
+
+
+def generate(cfg: GenerateConfig, progress: bool = True, on_step: OnStep | None = None,
+             models: dict | None = None) -> dict[str, Any]:
     """Generate every prompt of ``cfg`` into ``cfg.out``.
 
     Returns ``{"written": [paths], "skipped": [paths already there], "failed": {name: reason}}``.
     A prompt that cannot be generated is an error for ``--prompt`` and a warning (listed under
-    "failed") in a batch, so one bad entry does not stop a long job. ``on_step(step, total)``
-    reports denoising progress of the Wan model."""
+    "failed") in a batch, so one bad entry does not stop a long job. ``on_step(k, n)`` reports each
+    denoising step. ``models`` is a dict the caller keeps between calls (``medvid serve``) so the
+    model is loaded once (:func:`load_models`)."""
     from tqdm.auto import tqdm
 
     specs = prompt_specs(cfg)  # validate the prompt file before loading any model
@@ -440,23 +478,21 @@ def generate(cfg: GenerateConfig, progress: bool = True,
     failed: dict[str, str] = {}
     if not todo:
         return {"written": written, "skipped": skipped, "failed": failed}
-    device = _device(cfg.device)
+    loaded = load_models(cfg, {} if models is None else models)
     if cfg.model == "wan":
         from medvid.t2v.wan import WAN_NEGATIVE_PROMPT
 
-        pipe, where = load_wan_for_generation(cfg, device)
+        pipe, where = loaded
         settings = wan_settings(cfg)
         default_negative = WAN_NEGATIVE_PROMPT if cfg.negative_prompt is None else cfg.negative_prompt
-        make: Callable[[PromptSpec, str | None], np.ndarray] = lambda spec, neg: wan_video(  # noqa: E731
-            pipe, spec, neg, settings, on_step)
+        make: Callable[[PromptSpec, str | None], np.ndarray] = lambda spec, neg: wan_video(pipe, spec, neg, settings, on_step)  # noqa: E731
         source = {k: (str(v) if v is not None else None) for k, v in where.items()}
     else:
-        m = load_medsora_for_generation(cfg, device)
+        m = loaded
         settings = medsora_settings(cfg, m)
         default_negative = cfg.negative_prompt
-        make = lambda spec, neg: medsora_video(m, spec, neg, settings)  # noqa: E731
+        make = lambda spec, neg: medsora_video(m, spec, neg, settings, on_step)  # noqa: E731
         source = {"checkpoint": str(cfg.checkpoint)}
-    from medvid import __version__
 
     bar = tqdm(todo, desc="generate", unit="video", disable=not progress)
     for spec in bar:
@@ -472,13 +508,10 @@ def generate(cfg: GenerateConfig, progress: bool = True,
             log.warning("skipping %s", e)
             continue
         seconds = time.perf_counter() - t0
-        path = write_frames(frames, output_path(out_dir, spec.name, int(frames.shape[0])), settings["fps"])
-        write_json(out_dir / f"{spec.name}.json", {
-            "name": spec.name, "prompt": spec.prompt, "negative_prompt": negative, "seed": spec.seed,
-            "image": spec.image, "model": cfg.model, "checkpoint": str(cfg.checkpoint), "lora": cfg.lora,
-            "source": source, "settings": settings, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
-            "width": int(frames.shape[2]), "seconds": round(seconds, 3), "medvid_version": __version__,
-        })
+        path = save_video(out_dir, frames, settings["fps"], video_record(
+            name=spec.name, prompt=spec.prompt, negative_prompt=negative, seed=spec.seed, model=cfg.model,
+            checkpoint=str(cfg.checkpoint), lora=cfg.lora, image=spec.image, source=source, settings=settings,
+            frames=frames, seconds=seconds))
         written.append(path)
         log.info("%s: %.1fs", path, seconds)
     if failed:

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from medvid import cli
-from medvid.data import ClipDataset, LatentDataset, prepare, read_manifest
+from medvid.data import ClipDataset, LatentDataset, prepare
 from medvid.data.synthetic import write_video
 from medvid.latents import tiny_vae
 from medvid.latents.encode import encode

@@ -21,7 +21,7 @@ def test_report_is_self_contained_and_complete(run_and_folders, tmp_path):
     assert "id='metrics'" in page and "fd_effnet_clip" in page and "motion_smoothness_blend" in page
     assert "i3d_torchscript.pt" in page  # skipped metric names the file it needs
     ci = res["metrics"]["fd_effnet_clip"]["ci"]
-    assert f"3 real / 3 fake clips" in page
+    assert "3 real / 3 fake clips" in page
     assert page.count("data:image/gif;base64,") == 6  # 3 real + 3 generated, animated
     assert page.count("data:image/png;base64,") == 6  # per-frame strips
     assert "train/loss" in page and "<polyline" in page  # TensorBoard curve

@@ -65,12 +65,12 @@ def test_batch_resumes_without_regenerating(wan_dir, tmp_path, monkeypatch):
     calls, failed = [], []
     real = G.wan_video
 
-    def flaky(pipe, spec, negative, s, progress=None):
+    def flaky(pipe, spec, negative, s, on_step=None):
         calls.append(spec.name)
         if len(calls) == 2 and not failed:
             failed.append(spec.name)
             raise Interrupted  # the run dies during the second video (killed, out of memory...)
-        return real(pipe, spec, negative, s, progress)
+        return real(pipe, spec, negative, s, on_step)
 
     monkeypatch.setattr(G, "wan_video", flaky)
     cfg = G.GenerateConfig(model="wan", checkpoint=str(wan_dir), batch=str(prompts), out=str(out), seed=5, **TINY)
@@ -99,6 +99,28 @@ def test_batch_resumes_without_regenerating(wan_dir, tmp_path, monkeypatch):
         assert (r.num_frames, r.height, r.width) == (5, 32, 32)
     calls.clear()
     assert G.generate(cfg, progress=False)["written"] == [] and calls == []
+
+
+def test_step_progress_model_reuse_and_stop(wan_dir, tmp_path, monkeypatch):
+    """on_step sees every denoising step; a kept models dict loads the pipeline once; raising in
+    on_step stops the video before anything is written."""
+    loads, steps = [], []
+    real = G.load_wan_for_generation
+    monkeypatch.setattr(G, "load_wan_for_generation", lambda cfg, device: loads.append(1) or real(cfg, device))
+    models: dict = {}
+    for seed in (1, 2):
+        cfg = G.GenerateConfig(model="wan", checkpoint=str(wan_dir), prompt="the heart", name=f"h{seed}", seed=seed,
+                               out=str(tmp_path), **TINY)
+        G.generate(cfg, progress=False, on_step=lambda k, n: steps.append((k, n)), models=models)
+    assert len(loads) == 1 and steps == [(1, 2), (2, 2)] * 2
+
+    def stop(k, n):
+        raise Interrupted
+
+    cfg = G.GenerateConfig(model="wan", checkpoint=str(wan_dir), prompt="the heart", name="stopped", out=str(tmp_path), **TINY)
+    with pytest.raises(Interrupted):
+        G.generate(cfg, progress=False, on_step=stop, models=models)
+    assert not list(tmp_path.glob("stopped*")) and len(loads) == 1
 
 
 def test_train_wan_run_folder_as_checkpoint(wan_dir, lora_dir, tmp_path):
