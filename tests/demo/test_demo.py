@@ -31,6 +31,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert (out / "samples" / "contact_sheet.png").is_file()
     html = (out / "report.html").read_text()
     assert "fd_effnet_frame" in html and "<table" in html
+    assert "id='references'" in html and "through the VAE" in html and "round-trip strip" in html
     # The samples name their checkpoint, so the report shows the run's configuration and curves.
     sidecar = json.loads((out / "samples" / "samples.json").read_text())
     assert sidecar["checkpoint"].startswith(str(out / "medsora"))
