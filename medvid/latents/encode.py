@@ -2,7 +2,8 @@
 
 Output folder::
 
-    OUT/meta.json                  VAE description, scaling factor, latent shapes, clip protocol
+    OUT/meta.json                  VAE description, scaling factor, latent shapes, clip protocol,
+                                   the cached latents' mean/std and size on disk (``latent_stats``)
     OUT/index.jsonl                one line per clip: clip_id, video_id, split, shard, start, stride,
                                    hflip, num_images, image sources, caption
     OUT/shard-00000.safetensors    tensors "<clip_id>/video" (F_v, C, h, w), "<clip_id>/images" (N, C, h, w)
@@ -16,6 +17,9 @@ CogVideoX VAE, see ``medvid.latents.vae``); each joint-training image is encoded
 Resumable: a shard is written to a temporary file and renamed, and only then are its clips appended
 to ``index.jsonl``; a re-run skips every clip already in the index. A crash loses at most the shard
 being filled; a shard file left without index lines by a crash is removed on the next run.
+
+At the end the cached latents' mean and std are printed, with a warning when they are far from the
+(0, 1) the diffusion noise schedule assumes (``medvid.latents.scale``: fit the VAE's latent scale).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 from medvid.data.datasets import ClipDataset
 from medvid.data.manifest import ManifestError, read_manifest, resolve_manifest, write_json
 from medvid.data.shards import ShardWriter
+from medvid.latents.scale import scale_warning
 from medvid.latents.vae import VideoVAE, load_vae
 from medvid.utils.logging import get_logger
 
@@ -40,6 +45,28 @@ FORMAT = "medvid-latents/1"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+
+
+def cache_statistics(folder: str | os.PathLike, max_shards: int = 16) -> dict[str, Any]:
+    """Mean and std of the cached latents (video and image latents alike, as training sees them),
+    read from up to ``max_shards`` shards spread over the cache, and the cache's size on disk."""
+    from safetensors import safe_open
+
+    from medvid.data.datasets import read_index
+    from medvid.latents.scale import RunningMoments
+
+    folder = Path(folder)
+    shards = sorted({r["shard"] for r in read_index(folder)})
+    size = sum((folder / f"{s}.safetensors").stat().st_size for s in shards if (folder / f"{s}.safetensors").is_file())
+    pick = shards if len(shards) <= max_shards else [shards[round(i * (len(shards) - 1) / (max_shards - 1))]
+                                                      for i in range(max_shards)]
+    moments = RunningMoments()
+    for s in pick:
+        with safe_open(str(folder / f"{s}.safetensors"), framework="pt") as fh:
+            for key in fh.keys():
+                moments.update(fh.get_tensor(key).float())
+    return {"mean": moments.mean, "std": moments.std, "values": moments.count,
+            "shards_read": len(pick), "shards": len(shards), "bytes": size}
 
 
 def _comparable(meta: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +216,14 @@ def encode(
                "out": str(out)}
     if total == 0:
         raise ManifestError(f"{manifest}: no clip could be encoded (splits {list(splits)}); see the warnings above")
+    summary["latents"] = cache_statistics(out)
+    warning = scale_warning(summary["latents"]["mean"], summary["latents"]["std"],
+                            vae_hint=vae.source if Path(vae.source).exists() else "VAE_DIR")
+    if warning:
+        log.warning("%s: %s", out, warning)
+    summary["scale_warning"] = warning
+    meta["latent_stats"] = summary["latents"]
+    write_json(meta_path, meta)
     return summary
 
 
@@ -229,6 +264,11 @@ def main(args: argparse.Namespace) -> int:
         f"encoded {summary['encoded']} clip(s) ({summary['already_done']} already cached); "
         f"{summary['total_clips']} clips in {summary['out']}"
     )
+    lat = summary["latents"]
+    print(f"cached latents: mean {lat['mean']:.4f}, std {lat['std']:.4f} (over {lat['shards_read']} of "
+          f"{lat['shards']} shards); cache size {lat['bytes'] / 2**20:.1f} MiB")
+    if summary["scale_warning"]:
+        print(f"WARNING: {summary['scale_warning']}")
     if summary["bad_videos"]:
         print(f"{len(summary['bad_videos'])} video(s) could not be read: {sorted(summary['bad_videos'])}")
     return 0
