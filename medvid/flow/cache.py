@@ -53,6 +53,8 @@ def _clips_from_source(source: Path, splits: tuple[str, ...], protocol: dict[str
         manifest = Path(meta["manifest"])
         protocol = {k: meta["protocol"][k] for k in ("num_frames", "frame_stride", "resolution", "seed",
                                                      "clips_per_video", "short_policy", "hflip")}
+        # Clips are rebuilt from their ids here; the window count ("auto" = None) does not matter.
+        protocol["clips_per_video"] = protocol["clips_per_video"] or 1
         clip_ids = [r["clip_id"] for r in read_jsonl_repairing(source / "index.jsonl") if r.get("split", "train") in splits]
         entries = read_manifest(manifest)
     else:

@@ -34,7 +34,8 @@ def build_dataset(cfg: TrainConfig):
 
         if not Path(d.latent_dir).is_dir():
             raise ValueError(f"data.latent_dir {d.latent_dir} does not exist; run `medvid encode` first or fix the path")
-        return LatentDataset(d.latent_dir, split=d.split, flow_features_dir=cfg.align.features_dir if cfg.align.enabled else None)
+        return LatentDataset(d.latent_dir, split=d.split, flow_features_dir=cfg.align.features_dir if cfg.align.enabled else None,
+                             seed=cfg.seed)
     from medvid.data import ClipDataset
 
     if not Path(d.manifest).is_file():
