@@ -156,8 +156,8 @@ def main(argv=None) -> int:
     cache = work / "feature_cache"
     rows: dict[str, dict] = {name: {"seeds": {0: score(real, d, cfg, cache)}} for name, d in refs.items()}
     steps = {"ddim": 2, "ddpm": 2, "dpm++": 2} if args.quick else None
-    for arm_name, arm in ARMS.items():
-        for seed in range(args.seeds):
+    for seed in range(args.seeds):  # seed-major: a change of machine load spreads over the arms
+        for arm_name, arm in ARMS.items():
             run = work / "runs" / arm_name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "") / f"seed{seed}"
             info = train_arm(cfg, shared, run, arm, seed, args.seconds)
             for label, sampler, n, clip in arm[3]:
