@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from medvid.utils.text import read_text
+
 T = TypeVar("T")
 
 
@@ -172,7 +174,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
