@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,12 +224,12 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as e:
-        print(f"medvid encode: {e}")
+        print(f"medvid encode: {e}", file=sys.stderr)
         return 2
     print(
         f"encoded {summary['encoded']} clip(s) ({summary['already_done']} already cached); "
         f"{summary['total_clips']} clips in {summary['out']}"
     )
     if summary["bad_videos"]:
-        print(f"{len(summary['bad_videos'])} video(s) could not be read: {sorted(summary['bad_videos'])}")
+        print(f"{len(summary['bad_videos'])} video(s) could not be read: {sorted(summary['bad_videos'])}", file=sys.stderr)
     return 0
