@@ -122,6 +122,8 @@ CASES = [
                                              "--lora.rank", "4"], ["lora.rank"]),
     ("train-wan betas", ["train-wan", "--config", "{t}/wan_betas.yaml", "--out", "{t}/w"], ["wan_betas.yaml", "optim.betas"]),
     ("train-wan eps", ["train-wan", "--config", "{t}/wan_eps.yaml", "--out", "{t}/w"], ["wan_eps.yaml", "optim.eps"]),
+    ("train-wan model_path missing", ["train-wan", "--config", "{wan}", "--out", "{t}/w", "--model_path", "{t}/gone"],
+     ["wan.yaml", "model_path", "{t}/gone"]),
     ("train-wan config not UTF-8", ["train-wan", "--config", "{t}/latin1.yaml", "--out", "{t}/w"], ["latin1.yaml"]),
     ("sample from an empty folder", ["sample", "--checkpoint", "{t}/empty", "--num", "1", "--out", "{t}/s"], ["{t}/empty"]),
     ("sample from a missing folder", ["sample", "--checkpoint", "{t}/gone", "--num", "1", "--out", "{t}/s"], ["{t}/gone"]),
@@ -201,6 +203,10 @@ def test_a_fresh_folder_or_one_without_a_run_is_fine(env):
     (env["t"] / "notes").mkdir()
     (env["t"] / "notes" / "readme.md").write_text("mine")
     assert guard_run_folder(env["t"] / "notes", None, {}) is None  # non-empty, but holds no run
+    failed = env["t"] / "failed"  # what a start that failed on bad input leaves behind
+    (failed / "tb").mkdir(parents=True)
+    (failed / "log.txt").write_text("ERROR data.latent_dir ...\n")
+    assert guard_run_folder(failed, None, {}) is None
 
 
 def test_real_entry_point_and_debug_traceback(env):

@@ -523,6 +523,9 @@ def main(args: argparse.Namespace) -> int:
 
     overrides = {k[4:]: parse_value(v) for k, v in vars(args).items() if k.startswith("cfg:")}
     cfg = load_config(WanTrainConfig, args.config, overrides or None)
+    for key, value in (("model_path", cfg.model_path), ("data.path", cfg.data.path), ("data.cache", cfg.data.cache)):
+        if value and not Path(value).exists():
+            raise ConfigError(f"{args.config}: {key}: {value} does not exist; fix the path or pass --{key} PATH")
     resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS)
     train_wan(cfg, args.out, resume)
     return 0

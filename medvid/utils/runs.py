@@ -17,8 +17,9 @@ from typing import Any, Iterable
 
 import yaml
 
-# Files and folders whose presence marks a run folder (any training command's).
-RUN_MARKERS = ("config.yaml", "latest", "metrics.jsonl", "log.txt", "history.json", "checkpoints", "tb")
+# Files whose presence marks a run folder (any training command's). A bare log.txt or tb/ is not one:
+# a start that failed on bad input leaves only those, and fixing the input must not need --resume.
+RUN_MARKERS = ("config.yaml", "latest", "metrics.jsonl", "history.json")
 STEP_DIR = re.compile(r"^step-(\d{8,})$")
 
 
@@ -30,7 +31,10 @@ def holds_run(out: str | Path) -> bool:
     out = Path(out)
     if not out.is_dir():
         return False
-    return any((out / m).exists() for m in RUN_MARKERS) or any(STEP_DIR.match(p.name) for p in out.iterdir())
+    if any((out / m).exists() for m in RUN_MARKERS):
+        return True
+    return any(STEP_DIR.match(p.name) for folder in (out, out / "checkpoints") if folder.is_dir()
+               for p in folder.iterdir())
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
