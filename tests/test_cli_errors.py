@@ -191,6 +191,13 @@ def test_resume_may_change_run_length_only(env):
     assert guard_run_folder(env["run"], "auto", longer, run_length_keys=RUN_LENGTH_KEYS) == "auto"
     assert guard_run_folder(env["run"], "2", longer, run_length_keys=RUN_LENGTH_KEYS) == str(env["run"] / "step-00000002")
     assert snapshot(env["run"]) == before
+    # A run from before a field existed (stored without it) resumes when the new field is at its default.
+    older = yaml.safe_load((env["run"] / "step-00000004" / "config.yaml").read_text())
+    del older["optim"]["warmup_steps"]
+    (env["run"] / "step-00000004" / "config.yaml").write_text(yaml.safe_dump(older))
+    assert guard_run_folder(env["run"], "auto", longer, run_length_keys=RUN_LENGTH_KEYS, config_class=TrainConfig)
+    with pytest.raises(ValueError, match="optim.warmup_steps: None -> 0"):
+        guard_run_folder(env["run"], "auto", longer, run_length_keys=RUN_LENGTH_KEYS)
     other = {**longer, "seed": 5, "optim": {**longer["optim"], "betas": [0.8, 0.99]}}
     assert config_differences(stored, other, RUN_LENGTH_KEYS) == [
         "optim.betas: [0.9, 0.999] -> [0.8, 0.99]", "seed: 0 -> 5"]

@@ -526,6 +526,7 @@ def main(args: argparse.Namespace) -> int:
     for key, value in (("model_path", cfg.model_path), ("data.path", cfg.data.path), ("data.cache", cfg.data.cache)):
         if value and not Path(value).exists():
             raise ConfigError(f"{args.config}: {key}: {value} does not exist; fix the path or pass --{key} PATH")
-    resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS)
+    resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS,
+                              config_class=WanTrainConfig)
     train_wan(cfg, args.out, resume)
     return 0

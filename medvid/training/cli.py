@@ -47,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load_config(TrainConfig, args.config, list(getattr(args, "overrides", []) or []))
     check_config(cfg, args.config)
-    resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS)
+    resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS,
+                              config_class=TrainConfig)
     try:
         path = train(cfg, args.out, resume=resume)
     except TrainingDivergedError as e:

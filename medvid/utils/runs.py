@@ -112,13 +112,16 @@ def guard_run_folder(
     run_length_keys: Iterable[str] = (),
     stored_config: dict[str, Any] | None = None,
     only_new_keys: bool = False,
+    config_class: type | None = None,
 ) -> str | None:
     """Check ``--out``/``--resume`` before a training command touches anything; return the resume value
     to pass on (a step number becomes its checkpoint folder).
 
     * no ``--resume`` and ``out`` holds a run: refused (nothing is touched);
     * ``--resume`` given: ``new_config`` must equal the stored one (the checkpoint's ``config.yaml``,
-      else ``out/config.yaml``) in every key but ``run_length_keys``.
+      else ``out/config.yaml``) in every key but ``run_length_keys``. With ``config_class`` the stored
+      config is read through it first, so a field added to the class since (at its default) is no
+      difference.
     """
     from medvid.utils.checkpoint import latest_checkpoint
 
@@ -154,6 +157,13 @@ def guard_run_folder(
         if stored is None and ckpt is None:
             source = out / "config.yaml"
             stored = read_stored_config(source)
+        if stored is not None and config_class is not None:
+            from medvid.config import from_dict, to_dict
+
+            try:
+                stored = to_dict(from_dict(config_class, stored, where=str(source or ckpt)))
+            except ValueError:
+                pass  # compare as stored; the differences will show what no longer fits
         if stored is not None:
             diffs = config_differences(stored, new_config, run_length_keys, only_new_keys)
             if diffs:
