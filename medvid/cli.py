@@ -4,12 +4,20 @@ The CLI is thin: every subcommand lives in a module that offers ``configure(pars
 its flags and ``main(args) -> int`` that calls one typed function. Modules are imported only when
 their subcommand runs, so ``medvid --help`` is fast and a missing optional dependency of one
 command never breaks another.
+
+One error boundary holds for every subcommand: bad input (a ``ValueError`` such as ``ConfigError``,
+``VideoReadError`` or ``CheckpointError``; a missing file or missing weights; a full disk) prints one
+line on stderr, ``medvid COMMAND: <file or argument>: <problem>; <fix>``, and exits 2. Anything else
+is a bug and keeps its traceback. ``--debug`` (anywhere on the line) or ``MEDVID_DEBUG=1`` shows the
+traceback of bad input too.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Order is the order of the pipeline.
@@ -40,6 +48,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from medvid import __version__
 
     parser.add_argument("--version", action="version", version=f"medvid {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of bad-input errors too (or set MEDVID_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -50,15 +60,52 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(e: BaseException) -> bool:
+    """Bad input the user can fix (exit 2, one line), as opposed to a bug (traceback)."""
+    if isinstance(e, ValueError):  # ConfigError, VideoReadError, CheckpointError, UnicodeDecodeError...
+        return True
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)):
+        return True  # includes MissingWeightsError
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def error_line(e: BaseException) -> str:
+    """The exception as one line; OS errors name their file."""
+    if isinstance(e, OSError) and type(e).__str__ is OSError.__str__ and e.strerror:
+        where = f"{e.filename}: " if e.filename else ""
+        hint = " (the disk is full: free space or write elsewhere)" if e.errno == errno.ENOSPC else ""
+        msg = f"{where}{e.strerror}{hint}"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("MEDVID_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or debug_enabled()
+    argv = [a for a in argv if a != "--debug"]
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args._main(args) or 0)
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"medvid {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug or not is_user_error(e):
+            raise
+        print(f"medvid {args.command}: {error_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

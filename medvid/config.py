@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from medvid.utils.text import read_text
+
 T = TypeVar("T")
 
 
@@ -45,7 +47,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, where=where)
+        return from_dict(tp, value, where=where, _nested=True)
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         for a in non_none:
@@ -91,8 +93,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError naming the known ones."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", _nested: bool = False) -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError naming the known ones.
+
+    A value rejected by a ``__post_init__`` (its message names the key, e.g. ``optim.betas``) becomes a
+    ConfigError that also names ``where`` (the YAML file)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -102,10 +107,14 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(
             f"{where}: unknown key(s) {unknown}; known keys of {cls.__name__}: {sorted(fields)}"
         )
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
+        kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
         return cls(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError) and str(e).startswith(where):
+            raise
+        if _nested and not isinstance(e, TypeError):
+            raise  # the outermost from_dict names the file
         raise ConfigError(f"{where}: {e}") from e
 
 
@@ -165,7 +174,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; see configs/ for examples")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):

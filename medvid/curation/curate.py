@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -395,5 +396,5 @@ def main(args: argparse.Namespace) -> int:
     for name, t in report["timing"].items():
         print(f"{name:<12}{t['clips']:>8}{t['clips_per_second'] or 0:>10.1f}")
     for e in report["errors"]:
-        print(f"error: {e['source']}: {e['error']}")
+        print(f"error: {e['source']}: {e['error']}", file=sys.stderr)
     return 0

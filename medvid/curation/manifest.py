@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medvid.utils.text import read_text
+
 
 # original / alternative column name (lower-cased, separators collapsed) -> medvid key
 _ALIASES = {
@@ -69,7 +71,7 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ValueError(f"{path}: manifest not found; create one with `medvid prepare` or `medvid curate`")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -91,7 +93,7 @@ def import_metadata(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: metadata file not found")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, "utf-8-sig")
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
     elif path.suffix.lower() == ".jsonl":

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from medvid.utils.logging import get_logger
+from medvid.utils.text import read_text
 
 log = get_logger("data")
 
@@ -75,32 +76,31 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     base = mpath.parent
     entries: list[dict[str, Any]] = []
     seen: set[str] = set()
-    with open(mpath, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{mpath}, line {lineno}"
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{where}: not valid JSON ({e}); fix or delete that line") from e
-            if not isinstance(entry, dict):
-                raise ManifestError(f"{where}: expected a JSON object")
-            missing = [k for k in REQUIRED if k not in entry]
-            if missing:
-                raise ManifestError(f"{where}: missing field(s) {missing}; re-run `medvid prepare`")
-            try:
-                entry["path"] = str(resolve_path(entry["path"], base, root))
-            except ValueError as e:
-                raise ManifestError(f"{where}: {e}") from e
-            entry.setdefault("split", "train")
-            if entry["split"] not in SPLITS:
-                raise ManifestError(f"{where}: split {entry['split']!r} is not one of {SPLITS}")
-            if entry["id"] in seen:
-                raise ManifestError(f"{where}: duplicate id {entry['id']!r}; ids must be unique")
-            seen.add(entry["id"])
-            entry.setdefault("duration", entry["num_frames"] / entry["fps"] if entry["fps"] else 0.0)
-            entries.append(entry)
+    for lineno, line in enumerate(read_text(mpath).split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{mpath}, line {lineno}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{where}: not valid JSON ({e}); fix or delete that line") from e
+        if not isinstance(entry, dict):
+            raise ManifestError(f"{where}: expected a JSON object")
+        missing = [k for k in REQUIRED if k not in entry]
+        if missing:
+            raise ManifestError(f"{where}: missing field(s) {missing}; re-run `medvid prepare`")
+        try:
+            entry["path"] = str(resolve_path(entry["path"], base, root))
+        except ValueError as e:
+            raise ManifestError(f"{where}: {e}") from e
+        entry.setdefault("split", "train")
+        if entry["split"] not in SPLITS:
+            raise ManifestError(f"{where}: split {entry['split']!r} is not one of {SPLITS}")
+        if entry["id"] in seen:
+            raise ManifestError(f"{where}: duplicate id {entry['id']!r}; ids must be unique")
+        seen.add(entry["id"])
+        entry.setdefault("duration", entry["num_frames"] / entry["fps"] if entry["fps"] else 0.0)
+        entries.append(entry)
     return entries
 
 

@@ -24,6 +24,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,7 +193,7 @@ def probe(path: str, *, min_frames: int = 2, min_side: int = 16, max_side: int =
 
     Raises VideoReadError with the reason when the input is unusable.
     """
-    with open_video(path, fps=fps) as r:
+    with open_video(path, fps=fps, max_side=max_side) as r:  # headers are checked before decoding
         if r.metadata.get("truncated"):
             raise VideoReadError(
                 path, f"truncated: the header announces {r.metadata['header_frames']} frames but only {r.num_frames} are present",
@@ -391,13 +392,14 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except ValueError as e:
-        print(f"medvid prepare: {e}")
+        print(f"medvid prepare: {e}", file=sys.stderr)
         return 2
     print(
         f"{summary['kept']} usable video(s) ({summary['train']} train, {summary['val']} val), "
         f"{summary['skipped']} skipped; see {summary['report']}"
     )
     if summary["kept"] == 0:
-        print(f"medvid prepare: no usable video in {args.src}; the reasons are listed in {summary['report']}")
+        print(f"medvid prepare: no usable video in {args.src}; the reasons are listed in {summary['report']}",
+              file=sys.stderr)
         return 1
     return 0

@@ -91,6 +91,22 @@ def sample_positions(n: int, k: int = 5) -> list[int]:
     return sorted(set(np.linspace(0, max(n - 1, 0), min(k, max(n, 1))).round().astype(int).tolist()))
 
 
+
+# Uncompressed DICOM transfer syntaxes: their pixel data size follows from the header.
+_DICOM_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+
+
+def check_declared_size(path: str, width: int, height: int, frames: int, max_side: int | None, what: str) -> None:
+    """Refuse what a header declares before any pixel is decoded: an empty or absurd size, or a longer
+    side past ``max_side`` (a damaged or hostile header must not make us allocate gigabytes)."""
+    if min(width, height, frames) < 1:
+        raise VideoReadError(path, f"the {what} declares {width}x{height} pixels and {frames} frame(s)",
+                             "the header is damaged; re-export the file")
+    if max_side is not None and max(width, height) > max_side:
+        raise VideoReadError(path, f"frames too large: the {what} declares {width}x{height} (longer side > {max_side})",
+                             "downscale it first or raise --max-side")
+
+
 class VideoReader:
     """Base class: subclasses set the attributes and implement ``_read_sorted``."""
 
@@ -300,7 +316,7 @@ class DicomReader(VideoReader):
     Display Frame Rate, in that order; ``metadata["fps_source"]`` says which (or "default").
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, max_side: int | None = None):
         import pydicom
 
         self.path = str(path)
@@ -311,11 +327,25 @@ class DicomReader(VideoReader):
         if "PixelData" not in ds and "FloatPixelData" not in ds and not hasattr(ds, "Rows"):
             raise VideoReadError(self.path, "the DICOM file holds no image data", "export the cine/multi-frame series, not a report")
         self._header = ds
-        self.num_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        self.height, self.width = int(ds.Rows), int(ds.Columns)
-        self._photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-        self._samples = int(getattr(ds, "SamplesPerPixel", 1))
-        self._bits = int(getattr(ds, "BitsStored", getattr(ds, "BitsAllocated", 8)))
+        try:
+            self.num_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            self.height, self.width = int(ds.Rows), int(ds.Columns)
+            self._photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+            self._samples = int(getattr(ds, "SamplesPerPixel", 1))
+            self._bits = int(getattr(ds, "BitsStored", getattr(ds, "BitsAllocated", 8)))
+            allocated = int(getattr(ds, "BitsAllocated", 8) or 8)
+            syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+        except (AttributeError, TypeError, ValueError) as e:
+            raise VideoReadError(self.path, f"the DICOM header is damaged ({type(e).__name__}: {e})",
+                                 "re-export the file") from e
+        check_declared_size(self.path, self.width, self.height, self.num_frames, max_side, "DICOM header")
+        if syntax in _DICOM_NATIVE:
+            need = self.width * self.height * self.num_frames * self._samples * max(allocated, 1) // 8
+            have = os.path.getsize(self.path)
+            if need > have:
+                raise VideoReadError(
+                    self.path, f"truncated: the header declares {self.num_frames} frame(s) of {self.width}x{self.height} "
+                    f"({need} bytes of pixel data) but the file is {have} bytes", "re-copy or re-export the file")
         self.fps, fps_source = self._fps_from_header(ds)
         self.metadata = {
             "reader": "dicom",
@@ -400,7 +430,7 @@ class NiftiReader(VideoReader):
     header's time unit.
     """
 
-    def __init__(self, path: str | Path, slice_index: int | None = None):
+    def __init__(self, path: str | Path, slice_index: int | None = None, max_side: int | None = None):
         import nibabel as nib
 
         self.path = str(path)
@@ -418,6 +448,9 @@ class NiftiReader(VideoReader):
             )
         self._img = img
         nx, ny, nz, nt = shape
+        check_declared_size(self.path, nx, ny, nt, max_side, "NIfTI header")
+        if nz < 1:
+            raise VideoReadError(self.path, f"the NIfTI header declares {nz} slices", "the header is damaged; re-export the file")
         self._z = nz // 2 if slice_index is None else int(slice_index)
         if not 0 <= self._z < nz:
             raise VideoReadError(self.path, f"slice {self._z} outside 0..{nz - 1}", "pass a valid slice_index")
@@ -456,7 +489,7 @@ class FrameFolderReader(VideoReader):
     rate: ``fps`` (argument) or 30.
     """
 
-    def __init__(self, path: str | Path, fps: float | None = None):
+    def __init__(self, path: str | Path, fps: float | None = None, max_side: int | None = None):
         self.path = str(path)
         try:
             names = [n for n in os.listdir(self.path) if has_suffix(n, IMAGE_EXTENSIONS) and not n.startswith(".")]
@@ -467,12 +500,24 @@ class FrameFolderReader(VideoReader):
         self._files = [os.path.join(self.path, n) for n in sorted(names, key=natural_key)]
         self.num_frames = len(self._files)
         self.fps = float(fps) if fps else DEFAULT_FPS
+        w, h = self._header_size(0)
+        check_declared_size(self._files[0], w, h, self.num_frames, max_side, "image header")
         first = self._load(0)
         self.height, self.width = first.shape[:2]
         self._window = None
         if first.dtype != np.uint8:
             self._window = robust_window([self._load(i) for i in sample_positions(self.num_frames)])
         self.metadata = {"reader": "frames", "first_frame": os.path.basename(self._files[0]), "fps_source": "argument" if fps else "default"}
+
+    def _header_size(self, i: int) -> tuple[int, int]:
+        """(width, height) from the image header alone (PIL opens lazily)."""
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self._files[i]) as im:
+                return im.size
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+            raise VideoReadError(self._files[i], f"frame cannot be read ({e})", "replace or remove the broken frame") from e
 
     def _load(self, i: int) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -482,7 +527,7 @@ class FrameFolderReader(VideoReader):
                 if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                     return np.asarray(im).astype(np.float32)
                 return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
-        except (OSError, UnidentifiedImageError) as e:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
             raise VideoReadError(self._files[i], f"frame cannot be decoded ({e})", "replace or remove the broken frame") from e
 
     def _read_sorted(self, indices: list[int]) -> list[np.ndarray]:
@@ -504,10 +549,13 @@ def _is_dicom(path: str) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def open_video(path: str | os.PathLike, *, fps: float | None = None, slice_index: int | None = None) -> VideoReader:
+def open_video(path: str | os.PathLike, *, fps: float | None = None, slice_index: int | None = None,
+               max_side: int | None = None) -> VideoReader:
     """Open ``path`` with the reader its format needs.
 
     ``fps`` is used by frame folders (which carry none); ``slice_index`` picks the NIfTI slice.
+    ``max_side``: DICOM, NIfTI and frame folders whose header declares a longer side past it are
+    refused before anything is decoded (containers decode nothing on opening).
     Raises ``VideoReadError`` for missing, empty, unreadable, corrupt or unsupported inputs.
     """
     p = os.fspath(path)
@@ -516,7 +564,7 @@ def open_video(path: str | os.PathLike, *, fps: float | None = None, slice_index
     if not os.access(p, os.R_OK):
         raise VideoReadError(p, "permission denied", "make the file readable (chmod a+r) for the user running medvid")
     if os.path.isdir(p):
-        return FrameFolderReader(p, fps=fps)
+        return FrameFolderReader(p, fps=fps, max_side=max_side)
     try:
         size = os.path.getsize(p)
         with open(p, "rb"):
@@ -528,9 +576,9 @@ def open_video(path: str | os.PathLike, *, fps: float | None = None, slice_index
     if size == 0:
         raise VideoReadError(p, "file is empty (0 bytes)", "re-copy or re-export it; an interrupted transfer leaves empty files")
     if has_suffix(p, NIFTI_EXTENSIONS):
-        return NiftiReader(p, slice_index=slice_index)
+        return NiftiReader(p, slice_index=slice_index, max_side=max_side)
     if has_suffix(p, DICOM_EXTENSIONS) or _is_dicom(p):
-        return DicomReader(p)
+        return DicomReader(p, max_side=max_side)
     if has_suffix(p, IMAGE_EXTENSIONS):
         raise VideoReadError(p, "a single image, not a video", "put numbered frames in a folder to make a video")
     return PyAVReader(p)

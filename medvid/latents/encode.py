@@ -50,6 +50,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -485,7 +486,7 @@ def main(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (ValueError, FileNotFoundError) as e:
-        print(f"medvid encode: {e}")
+        print(f"medvid encode: {e}", file=sys.stderr)
         return 2
     print(
         f"encoded {summary['encoded']} clip(s) ({summary['already_done']} already cached); "
@@ -500,5 +501,5 @@ def main(args: argparse.Namespace) -> int:
     if summary["scale_warning"]:
         print(f"WARNING: {summary['scale_warning']}")
     if summary["bad_videos"]:
-        print(f"{len(summary['bad_videos'])} video(s) could not be read: {sorted(summary['bad_videos'])}")
+        print(f"{len(summary['bad_videos'])} video(s) could not be read: {sorted(summary['bad_videos'])}", file=sys.stderr)
     return 0

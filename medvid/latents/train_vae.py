@@ -261,7 +261,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                         help="cosine: 5%% warm-up then cosine decay to 0")
     parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--resume", default="auto", help="'auto' (newest checkpoint in OUT), 'none', or a path")
+    parser.add_argument("--resume", default=None,
+                        help="'auto' (newest checkpoint in OUT), a step number, or a path; required when OUT holds a run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fit-scale-clips", type=int, default=64,
@@ -270,6 +271,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from medvid.utils.runs import guard_run_folder
+
+    # The keys train_vae stores in each checkpoint's config.yaml that decide what is learnt.
+    config = {"source": str(args.source), "vae": args.vae, "batch_size": args.batch_size, "lr": args.lr,
+              "betas": [args.beta1, args.beta2], "num_frames": args.num_frames, "frame_stride": args.frame_stride,
+              "resolution": args.resolution, "num_images": args.num_images, "ffl_weight": args.ffl_weight,
+              "trainable": args.trainable, "seed": args.seed}
+    resume = guard_run_folder(args.out, args.resume, config, ckpt_dir=Path(args.out) / "checkpoints",
+                              only_new_keys=True)
+    args.resume = "none" if resume is None else resume
     summary = train_vae(
         args.source, args.out, vae=args.vae, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         betas=(args.beta1, args.beta2), num_frames=args.num_frames, frame_stride=args.frame_stride,

@@ -73,7 +73,7 @@ class VideoSource:
             try:
                 with Image.open(self.path) as im:
                     self._frames = np.asarray(im.convert("RGB"))[None]
-            except (UnidentifiedImageError, OSError) as e:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:  # the header's size too
                 raise ValueError(f"{self.path}: cannot read the image ({e}); re-create it") from e
         return self._frames
 

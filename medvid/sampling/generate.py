@@ -163,6 +163,57 @@ class SamplingModel:
     meta: dict  # checkpoint, step, weights: recorded beside the videos
 
 
+def load_weights_with_fallback(checkpoint: str | Path, weights: str) -> tuple[dict, dict, dict | None, Path]:
+    """``load_checkpoint(checkpoint, [weights])`` that survives a damaged latest checkpoint.
+
+    Given a run folder whose latest checkpoint is damaged (a torn ``ema.safetensors``, say), the newest
+    earlier checkpoint that loads is used, with a warning. Given a damaged ``step-*`` folder, the error
+    says which flag or folder would work (``--no-ema``, an earlier step). Returns the folder used too.
+    """
+    from medvid.utils.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(f"--checkpoint {path}: no such folder; pass a `medvid train --out` folder or one of "
+                              "its step-* folders")
+    explicit = (path / "state.json").is_file()
+    target = path if explicit else latest_checkpoint(path)
+    if target is None:
+        raise CheckpointError(f"--checkpoint {path}: holds no checkpoint (no state.json, no complete step-* folder); "
+                              "pass a `medvid train --out` folder or one of its step-* folders")
+    try:
+        groups, state, config = load_checkpoint(target, groups=[weights])
+        return groups, state, config, target
+    except CheckpointError as e:
+        error = e
+    run = target.parent
+    earlier = [c for c in list_checkpoints(run) if c.resolve() != target.resolve()]
+    earlier = [c for c in earlier if c.name < target.name][::-1]
+    good = None
+    for cand in earlier:
+        try:
+            loaded = load_checkpoint(cand, groups=[weights])
+        except CheckpointError:
+            continue
+        if not explicit:
+            log.warning("%s; falling back to the previous good checkpoint %s", error, cand)
+            return (*loaded, cand)
+        good = cand
+        break
+    hints = []
+    if weights == "ema":
+        try:
+            load_checkpoint(target, groups=["model"])
+            hints.append(f"--no-ema samples the raw weights of {target.name}")
+        except CheckpointError:
+            pass
+    if good is not None:
+        hints.append(f"--checkpoint {good} (the previous good step)")
+    if not hints:
+        hints.append("no other checkpoint of this run loads; resume training from an intact one or retrain")
+    raise CheckpointError(f"{error}; {' or '.join(hints)}") from error
+
+
 def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: str = "auto",
                         vae: str | Any | None = None) -> SamplingModel:
     """Rebuild a training checkpoint (run folder or ``step-*`` folder) for sampling: the EMA weights
@@ -171,10 +222,9 @@ def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: st
     from medvid.training.distributed import resolve_device
     from medvid.models import create_model_from_config
     from medvid.training.builders import build_vae
-    from medvid.utils.checkpoint import load_checkpoint
 
     weights = "ema" if use_ema else "model"
-    groups, state, config = load_checkpoint(checkpoint, groups=[weights])
+    groups, state, config, checkpoint = load_weights_with_fallback(checkpoint, weights)
     if "model_config" not in state or "latent_shape" not in state:
         raise ValueError(f"{checkpoint} is not a `medvid train` checkpoint (no model_config / latent_shape in state.json)")
     if weights not in groups:

@@ -157,7 +157,7 @@ def open_first_frame(path: str | None, where: str = "--image"):
     try:
         with Image.open(p) as im:
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:  # the header's size too
         raise ValueError(f"{where}: {p} is not a readable image ({e}); give a PNG or JPEG file") from e
 
 

@@ -98,6 +98,9 @@ def load_prompts(path: str | Path, base_seed: int = 0) -> list[PromptSpec]:
         raise PromptFileError(f"prompt file {path} does not exist")
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise PromptFileError(f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                              "save it as UTF-8 JSON") from e
     except json.JSONDecodeError as e:
         raise PromptFileError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from e
     specs = parse_prompts(entries, source=str(path), base_seed=base_seed)

@@ -129,8 +129,15 @@ class WanTrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"epochs must be > 0 (or null to use max_steps), got {self.epochs}")
-        if self.optim.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+        from medvid.training.config import check_adam
+
+        try:
+            check_adam(self.optim.betas, self.optim.weight_decay, self.optim.eps, self.optim.lr)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if self.optim.grad_clip < 0 or self.optim.warmup_steps < 0:
+            raise ConfigError(f"optim.grad_clip={self.optim.grad_clip} and optim.warmup_steps={self.optim.warmup_steps} "
+                              "must be >= 0 (0 disables)")
         if self.validation.every < 0:
             raise ConfigError(f"validation.every must be >= 0 (0 disables), got {self.validation.every}")
         if not 0.0 <= self.data.max_crop < 1.0:
@@ -498,15 +505,28 @@ def _config_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML file (see configs/wan/)")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, lora/, log.txt)")
-    parser.add_argument("--resume", default=None, help="'auto' (latest checkpoint in --out) or a step-* folder")
+    parser.add_argument("--resume", default=None,
+                        help="'auto' (latest checkpoint in --out), a step number or a step-* folder; "
+                             "required when --out already holds a run")
     parser.epilog = "Every config key is also a flag: --optim.lr 5e-5 --lora.rank 16 --data.path metadata.csv"
     _config_flags(parser, WanTrainConfig)
 
 
+# Keys that may change when a run is resumed: how long it runs and its bookkeeping, not what it learns.
+RUN_LENGTH_KEYS = ("max_steps", "epochs", "save_every", "keep_last", "log_every", "tensorboard", "validation",
+                   "data.num_workers")
+
+
 def main(args: argparse.Namespace) -> int:
     from medvid.config import parse_value
+    from medvid.utils.runs import guard_run_folder
 
     overrides = {k[4:]: parse_value(v) for k, v in vars(args).items() if k.startswith("cfg:")}
     cfg = load_config(WanTrainConfig, args.config, overrides or None)
-    train_wan(cfg, args.out, args.resume)
+    for key, value in (("model_path", cfg.model_path), ("data.path", cfg.data.path), ("data.cache", cfg.data.cache)):
+        if value and not Path(value).exists():
+            raise ConfigError(f"{args.config}: {key}: {value} does not exist; fix the path or pass --{key} PATH")
+    resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS,
+                              config_class=WanTrainConfig)
+    train_wan(cfg, args.out, resume)
     return 0

@@ -18,6 +18,32 @@ from medvid.utils.logging import get_logger
 
 log = get_logger("train")
 
+def check_config(cfg: TrainConfig, where: str = "config") -> None:
+    """What a config can only get wrong against the machine, checked before a run starts: the model
+    builds with these shapes (on the meta device: no memory, no time), and the paths it names exist.
+    Errors name ``where`` (the YAML file) and the key."""
+    from medvid.config import ConfigError
+
+    try:
+        with torch.device("meta"):
+            build_model(cfg, 32 if cfg.text.enabled else None)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"{where}: model (name {cfg.model.name!r}, overrides {cfg.model.overrides}) does not build: "
+                          f"{str(e).strip(chr(39))}; fix model.overrides") from e
+    d, a = cfg.data, cfg.align
+    paths = {"data.latent_dir": d.latent_dir if d.source == "latents" else None,
+             "data.manifest": d.manifest if d.source == "videos" else None,
+             "align.features_dir": a.features_dir if a.enabled else None,
+             "align.flow_weights": a.flow_weights if a.enabled else None,
+             "align.repnet_weights": a.repnet_weights if a.enabled else None,
+             "text.encoder_path": cfg.text.encoder_path if cfg.text.enabled else None}
+    for key, value in paths.items():
+        if value and not Path(value).exists():
+            fix = {"data.latent_dir": "run `medvid encode` first", "data.manifest": "run `medvid prepare` first",
+                   "align.features_dir": "run `medvid flow-features` first"}.get(key, "point it at a local file")
+            raise ConfigError(f"{where}: {key}: {value} does not exist; {fix} or fix the path")
+
+
 def build_model(cfg: TrainConfig, context_dim: int | None = None) -> torch.nn.Module:
     from medvid.models import create_model
 

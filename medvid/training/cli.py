@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medvid.config import ConfigError, load_config
+from medvid.config import load_config
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, log.txt, tb/, samples/")
-    parser.add_argument("--resume", default=None, help="'auto' (latest checkpoint in --out) or a checkpoint folder")
+    parser.add_argument("--resume", default=None,
+                        help="'auto' (latest checkpoint in --out), a step number or a checkpoint folder; "
+                             "required when --out already holds a run")
     parser.allow_abbrev = False
     parser.epilog = ("Any other --dotted.key VALUE overrides the config file, e.g. --optim.ema_decay 0.999 "
                      "--data.latent_dir D --optim.phases '[{lr: 1e-4, batch_size: 2}]' (YAML values).")
@@ -31,17 +33,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
+# Keys that may change when a run is resumed: how long it runs and its bookkeeping, not what it learns.
+RUN_LENGTH_KEYS = ("epochs", "max_steps", "ckpt_every", "log_every", "keep_last", "progress", "tensorboard",
+                   "device", "data.num_workers", "sample")
+
+
 def main(args: argparse.Namespace) -> int:
+    from medvid.config import to_dict
+    from medvid.training.builders import check_config
     from medvid.training.config import TrainConfig
     from medvid.training.trainer import TrainingDivergedError, train
+    from medvid.utils.runs import guard_run_folder
 
+    cfg = load_config(TrainConfig, args.config, list(getattr(args, "overrides", []) or []))
+    check_config(cfg, args.config)
+    resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS,
+                              config_class=TrainConfig)
     try:
-        cfg = load_config(TrainConfig, args.config, list(getattr(args, "overrides", []) or []))
-    except (ConfigError, ValueError) as e:
-        print(f"medvid train: {e}", file=sys.stderr)
-        return 2
-    try:
-        path = train(cfg, args.out, resume=args.resume)
+        path = train(cfg, args.out, resume=resume)
     except TrainingDivergedError as e:
         print(f"medvid train: {e}", file=sys.stderr)
         return 1

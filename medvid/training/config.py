@@ -74,6 +74,20 @@ class Phase:
     batch_size: int = 2  # global batch (all processes, all accumulation steps)
 
 
+def check_adam(betas, weight_decay: float, eps: float = 1e-8, lr: float = 1.0, key: str = "optim") -> None:
+    """Adam(W) hyper-parameters torch would only reject at the first step: betas in [0, 1), eps > 0,
+    weight decay >= 0, lr > 0."""
+    betas = list(betas)
+    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+        raise ValueError(f"{key}.betas={betas}: need two numbers in [0, 1), e.g. [0.9, 0.999]")
+    if not eps > 0:
+        raise ValueError(f"{key}.eps={eps}: must be > 0, e.g. 1e-8")
+    if not weight_decay >= 0:
+        raise ValueError(f"{key}.weight_decay={weight_decay}: must be >= 0 (0 = none)")
+    if not lr > 0:
+        raise ValueError(f"{key}.lr={lr}: must be > 0")
+
+
 @dataclass
 class OptimConfig:
     phases: list[Phase] = field(
@@ -106,6 +120,12 @@ class OptimConfig:
             raise ValueError(f"optim.ema_decay={self.ema_decay}: must be in [0, 1)")
         if self.max_nan_skips < 1 or self.grad_clip <= 0:
             raise ValueError("optim.max_nan_skips must be >= 1 and optim.grad_clip > 0")
+        check_adam(self.betas, self.weight_decay, key="optim")
+        if self.warmup_steps < 0 or self.clip_from_epoch < 0:
+            raise ValueError(f"optim.warmup_steps={self.warmup_steps} and optim.clip_from_epoch={self.clip_from_epoch} "
+                             "must be >= 0")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"optim.micro_batch_size={self.micro_batch_size}: must be >= 1 (or null)")
 
     def phase(self, epoch: int) -> Phase:
         for p in self.phases:

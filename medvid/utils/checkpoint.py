@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 STEP_DIR = re.compile(r"^step-(\d{8,})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RuntimeError, ValueError):
     """A checkpoint that cannot be written or read."""
 
 

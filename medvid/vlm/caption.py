@@ -12,6 +12,7 @@ captions (e.g. imported from MedVideoCap) are kept unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,5 +145,5 @@ def main(args: argparse.Namespace) -> int:
     print(f"captioned {stats['captioned']} of {stats['clips']} clips with {stats['model']} "
           f"({stats['skipped']} already captioned, {len(stats['errors'])} errors)")
     for e in stats["errors"]:
-        print(f"error: {e['id']}: {e['error']}")
+        print(f"error: {e['id']}: {e['error']}", file=sys.stderr)
     return 0

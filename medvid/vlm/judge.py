@@ -31,6 +31,7 @@ from medvid.utils.logging import get_logger
 from medvid.vlm.parse import CRITERIA, UNPARSED, parse_judgement
 from medvid.vlm.model import add_model_arguments
 from medvid.vlm.prompts import default_template, load_template
+from medvid.utils.text import read_text
 
 log = get_logger("judge")
 
@@ -104,7 +105,7 @@ def resolve_prompts(videos: list[Path], prompts: str | None) -> dict[Path, str |
     path = Path(prompts)
     if not path.is_file():
         raise ValueError(f"--prompts {prompts}: no such file; give a prompts file (JSON/JSONL/CSV/TXT) or 'sidecars'")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path, "utf-8-sig")
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":

@@ -7,6 +7,8 @@ import re
 import string
 from pathlib import Path
 
+from medvid.utils.text import read_text
+
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
@@ -21,7 +23,7 @@ def load_template(path: str | Path, sections: tuple[str, ...], placeholders: set
         raise ValueError(f"prompt template {path} does not exist; copy one from {PROMPT_DIR} and edit it")
     out: dict[str, list[str]] = {}
     current = None
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():
         if line.lstrip().startswith("#"):
             continue
         m = re.fullmatch(r"\s*\[([A-Za-z0-9_]+)\]\s*", line)

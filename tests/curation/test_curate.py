@@ -5,7 +5,6 @@ import cv2
 import numpy as np
 import pytest
 
-from medvid.config import ConfigError
 from medvid.curation import curate as C
 from medvid.curation.manifest import read_manifest
 from medvid.utils.video import write_mp4
@@ -120,10 +119,10 @@ def test_cli(src, tmp_path, capsys):
     rc = main(["curate", str(one), str(tmp_path / "out"), "--set", "min_side=64", "--set", "min_seconds=0.5",
                "--border-action", "drop"])
     assert rc == 0 and '"border": 1' in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="unknown key"):
-        main(["curate", str(one), str(tmp_path / "out"), "--set", "blurr=3"])
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        main(["curate", str(one), str(tmp_path / "out"), "--set", "blur"])
+    assert main(["curate", str(one), str(tmp_path / "out"), "--set", "blurr=3"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert main(["curate", str(one), str(tmp_path / "out"), "--set", "blur"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
 
 
 def test_learned_score_from_config(src, tmp_path, monkeypatch):

@@ -81,7 +81,7 @@ def test_exit_codes(messy, tmp_path, capsys):
     bad.mkdir()
     (bad / "x.mp4").write_bytes(b"")
     assert cli.main(["prepare", str(bad), str(tmp_path / "o2"), "--no-progress"]) == 1
-    assert "no usable video" in capsys.readouterr().out
+    assert "no usable video" in capsys.readouterr().err
     assert cli.main(["prepare", str(tmp_path / "missing"), str(tmp_path / "o3")]) == 2
 
 

@@ -8,10 +8,10 @@ import pytest
 from medvid.demo.pipeline import DemoConfig, run_demo
 
 
-def tiny_demo_config() -> DemoConfig:
-    return DemoConfig(minutes=0.1, resolution=32, clips_per_video=2, vae_channels=8, model_depth=2,
-                      model_width=48, batch_size=2, sample_num=2, sample_steps=2, real_clips=2, min_vae_steps=1,
-                      min_fc_steps=1, min_train_steps=2, fixed_seconds=0)
+def tiny_demo_config(**over) -> DemoConfig:
+    return DemoConfig(**{**dict(minutes=0.1, resolution=32, clips_per_video=2, vae_channels=8, model_depth=2,
+                                model_width=48, batch_size=2, sample_num=2, sample_steps=2, real_clips=2,
+                                min_vae_steps=1, min_fc_steps=1, min_train_steps=2, fixed_seconds=0), **over})
 
 
 @pytest.mark.slow
@@ -62,3 +62,77 @@ def test_demo_config_rejects_bad_budget():
         DemoConfig(minutes=0)
     with pytest.raises(ValueError, match="multiple of 16"):
         DemoConfig(resolution=40)
+
+
+DEMO_SCRIPT = """
+import os, signal, sys
+import torch
+torch.set_num_threads({threads})  # as in the test process: same float reductions
+import medvid.demo.pipeline as pipeline
+from medvid.training.trainer import Trainer
+sys.path.insert(0, {here!r})
+from test_demo import tiny_demo_config
+
+pipeline._steps_for = lambda seconds, per_step, lo, hi: lo  # step counts independent of the clock
+kill_at = {kill_at}
+if kill_at:
+    write = Trainer.write_metrics
+
+    def write_then_die(self, row):
+        write(self, row)
+        if row["step"] == kill_at:  # mid-training, after the probe's checkpoint (step 4)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Trainer.write_metrics = write_then_die
+pipeline.run_demo({out!r}, tiny_demo_config(min_train_steps=7))
+"""
+
+
+@pytest.mark.slow
+def test_demo_killed_mid_training_resumes_to_the_same_result(tmp_path):
+    """A real demo process is killed during MedSora training; running the demo again resumes the run
+    from its last checkpoint and ends with the same losses and weights as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from medvid.demo.pipeline import train_config
+    from medvid.training import train
+    from medvid.utils.checkpoint import latest_checkpoint, load_checkpoint
+
+    out = tmp_path / "demo"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def demo(kill_at):
+        code = DEMO_SCRIPT.format(threads=torch.get_num_threads(), here=str(Path(__file__).parent), kill_at=kill_at,
+                                  out=str(out))
+        return subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=1200)
+
+    p = demo(kill_at=6)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    run = out / "medsora"
+    assert latest_checkpoint(run).name == "step-00000004"  # the probe's checkpoint; steps 5-6 are lost
+    assert not (out / ".stages" / "train.json").exists()
+    p = demo(kill_at=0)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["stages"]["train"]["steps"] == 7 and latest_checkpoint(run).name == "step-00000007"
+    # The uninterrupted reference: the same config, 7 steps in one go.
+    cfg = tiny_demo_config(min_train_steps=7)
+    stages = summary["stages"]
+    ref = tmp_path / "ref"
+    train(train_config(cfg, stages["encode"]["latent_dir"], stages["flow"]["features_dir"], 7), ref)
+    rows = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert [r["step"] for r in rows(run)] == list(range(1, 8))
+    assert rows(run) == rows(ref)  # same losses, grad norms and lr, bit for bit
+    a, _, _ = load_checkpoint(run)
+    b, _, _ = load_checkpoint(ref)
+    for group in ("model", "ema"):
+        for k in a[group]:
+            assert torch.equal(a[group][k], b[group][k]), (group, k)

@@ -1,5 +1,7 @@
 """`medvid sample` / sample_videos: files, the run's VAE, determinism, EMA, CFG, errors."""
 
+import json
+
 import av
 import numpy as np
 import pytest
@@ -134,3 +136,25 @@ def test_v_prediction_runs_train_and_sample(tiny_data, tmp_path):
 
     assert load_sampling_model(out).diffusion.prediction == "v"
     assert len(sample_videos(out, 1, tmp_path / "s", sampler="dpm++", steps=3)) == 1
+
+
+def test_damaged_latest_checkpoint_falls_back_or_says_what_works(tiny_run, tmp_path, caplog, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("samples", "tb"))
+    ema = run / "step-00000003" / "ema.safetensors"
+    ema.write_bytes(ema.read_bytes()[: ema.stat().st_size // 2])  # a torn write
+    # The run folder: the previous good checkpoint is used, with a warning that names both.
+    with caplog.at_level("WARNING", logger="medvid"):
+        sample_videos(run, 1, tmp_path / "a", steps=2)
+    assert "step-00000003/ema.safetensors is damaged" in caplog.text and "step-00000002" in caplog.text
+    record = json.loads((tmp_path / "a" / "samples.json").read_text())
+    assert record["step"] == 2 and record["checkpoint"].endswith("step-00000002")
+    # The damaged step itself: exit 2, and the message names --no-ema and the previous good step.
+    assert main(["sample", "--checkpoint", str(run / "step-00000003"), "--num", "1", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ema.safetensors is damaged" in err
+    assert "--no-ema" in err and str(run / "step-00000002") in err
+    assert main(["sample", "--checkpoint", str(run / "step-00000003"), "--num", "1", "--out", str(tmp_path / "c"),
+                 "--no-ema", "--steps", "2"]) == 0
