@@ -31,12 +31,21 @@ class DistInfo:
         return self.world_size > 1
 
 
+def enable_tf32() -> None:
+    """TF32 matmuls and convolutions on CUDA (10-bit mantissa products, fp32 accumulation): several
+    times the fp32 rate on Ampere and later, well inside diffusion training's noise. bf16 autocast
+    regions are unaffected. Called whenever a CUDA device is chosen."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device={name!r} but CUDA is not available; use --device cpu (or auto)")
+        enable_tf32()
         return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
     if name != "cpu":
         raise ValueError(f"device={name!r}: use auto, cpu, cuda or cuda:N")

@@ -141,7 +141,7 @@ class Trainer:
     def to_latents(self, batch: dict) -> tuple[torch.Tensor, int]:
         """A collated batch -> (x0 (B, F_v + N_img, C, h, w), num_images)."""
         if self.vae is None:
-            x0 = batch["latents"].to(self.device, torch.float32)
+            x0 = batch["latents"].to(self.device, torch.float32, non_blocking=True)  # pinned by the loader
             n = batch.get("num_images", 0)
             n = torch.as_tensor(n)
             if n.numel() > 1 and not bool((n == n.flatten()[0]).all()):

@@ -101,3 +101,12 @@ def test_gloo_reduction_is_real(tmp_path):
         assert not D.all_true(False, info) and D.all_true(torch.tensor(True), info)
     finally:
         dist.destroy_process_group()
+
+
+def test_choosing_cuda_turns_on_tf32(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert D.resolve_device("cpu") == torch.device("cpu") and not torch.backends.cuda.matmul.allow_tf32
+    assert D.resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
