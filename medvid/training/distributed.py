@@ -98,6 +98,15 @@ def sum_across(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def max_across(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise maximum over ranks, on the collective's device (a copy)."""
+    if not info.distributed:
+        return values
+    values = values.to(collective_device(info), copy=True)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values
+
+
 def mean_across(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Elementwise mean over ranks; ``values`` may live anywhere (moved to the collective's device)."""
     if not info.distributed:

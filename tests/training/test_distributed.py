@@ -74,7 +74,8 @@ def test_collectives_move_cpu_values_to_the_nccl_device(monkeypatch):
     assert D.mean_across(vals, NCCL_INFO).tolist() == [1.0, 2.0] and vals.tolist() == [1.0, 2.0]
     assert D.sum_across(vals, NCCL_INFO).tolist() == [2.0, 4.0]
     assert D.all_true(True, NCCL_INFO) and not D.all_true(False, NCCL_INFO)
-    assert fake.calls == 4
+    assert D.max_across(vals, NCCL_INFO).tolist() == [1.0, 2.0]
+    assert fake.calls == 5
 
 
 def test_every_collective_in_the_trainer_goes_through_the_helpers():
