@@ -516,7 +516,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu-smoke", action="store_true",
                     help="run every section at tiny shapes on the CPU, kernels replaced by PyTorch stand-ins "
                          "(tests the script; measures nothing about a GPU)")
-    ap.add_argument("--budget", type=float, default=420.0, help="seconds after which later sections are skipped")
+    ap.add_argument("--budget", type=float, default=300.0,
+                    help="seconds after which the training and sampling sections skip what is left")
     ap.add_argument("--warmup", type=int, default=3, help="training steps before timing (Triton autotuning)")
     ap.add_argument("--steps", type=int, default=5, help="timed training steps (median reported)")
     args = ap.parse_args(argv)
