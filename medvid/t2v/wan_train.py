@@ -317,8 +317,10 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
         log.info("resumed from %s at step %d", ckpt, step)
 
     stream.start = position
+    # One iterator over an endless stream: the workers live as long as the run. Pinned batches let the
+    # copies below overlap the previous step's kernels.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=stream, num_workers=cfg.data.num_workers,
-                                         collate_fn=_collate, persistent_workers=False)
+                                         collate_fn=_collate, persistent_workers=False, pin_memory=cuda)
     batches = iter(loader)
 
     def trainable_state(source: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -386,9 +388,11 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
             position += 1
             cond = {}
             if cache is not None:
-                latents, embeds = batch["latents"].to(acc.device), batch["text"].to(acc.device)
+                latents = batch["latents"].to(acc.device, non_blocking=True)
+                embeds = batch["text"].to(acc.device, non_blocking=True)
                 if i2v:
-                    cond = {"condition": batch["condition"].to(acc.device), "image_embeds": batch["image"].to(acc.device)}
+                    cond = {"condition": batch["condition"].to(acc.device, non_blocking=True),
+                            "image_embeds": batch["image"].to(acc.device, non_blocking=True)}
             else:
                 with torch.no_grad():
                     video = batch["video"].to(acc.device)
