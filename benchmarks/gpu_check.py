@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import os
@@ -397,6 +398,7 @@ def section_training(rep: Report, ops, device, shape: dict, args, deadline: floa
                     continue
                 with tempfile.TemporaryDirectory() as tmp:
                     trainer, it = make_trainer(model, over, micro, ckpt, device, shape, Path(tmp))
+                    step = None
                     try:
                         with mixer_path(ops):
                             step = lambda: trainer.train_step(it, micro, 1, micro)  # noqa: E731
@@ -427,9 +429,10 @@ def section_training(rep: Report, ops, device, shape: dict, args, deadline: floa
                                 top = profile_step(device, step, out)
                                 for r in top[:8]:
                                     rep.row("4 profile", r["name"][:60], r["self_ms"], "ms self", "INFO", calls=r["calls"])
-                    finally:
+                    finally:  # free this configuration before the next one measures its peak memory
                         trainer.close()
-                        del trainer, it
+                        del trainer, it, step
+                        gc.collect()
                         if device.type == "cuda":
                             torch.cuda.empty_cache()
     for micro in shape["micro"]:
