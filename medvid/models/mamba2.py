@@ -129,16 +129,19 @@ def ssd_step(x, dt, A, B, C, D=None, initial_states=None, return_final_states=Fa
     b, l, h, p = x.shape
     if l != 1:
         raise ValueError(f"ssd_step: expects sequences of length 1, got {l}")
-    r = h // B.shape[2]
-    Bh = B[:, 0].repeat_interleave(r, dim=1)  # (b, h, n)
-    Ch = C[:, 0].repeat_interleave(r, dim=1)
+    g = B.shape[2]
+    r = h // g
     xdt = x[:, 0] * dt[:, 0, :, None]  # (b, h, p)
-    y = xdt * (Bh * Ch).sum(-1, keepdim=True)  # C (dt x Bᵀ)ᵀ = dt x (B·C)
+    # C hᵀ = dt x (B·C): one scalar per group, shared by its r heads (no (b, h, p, n) state is formed).
+    bc = (B[:, 0] * C[:, 0]).sum(-1).repeat_interleave(r, dim=1)  # (b, h)
+    y = xdt * bc[..., None]
     state = None
     if initial_states is not None:
         h0 = torch.exp(dt[:, 0] * A)[:, :, None, None] * initial_states.to(x.dtype)  # (b, h, p, n)
-        y = y + torch.einsum("bhpn,bhn->bhp", h0, Ch)
+        Cg = C[:, 0].unsqueeze(2)  # (b, g, 1, n)
+        y = y + (h0.view(b, g, r, p, -1) @ Cg.unsqueeze(-1)).reshape(b, h, p)
     if return_final_states:
+        Bh = B[:, 0].repeat_interleave(r, dim=1)  # (b, h, n)
         state = xdt[..., None] * Bh[:, :, None, :]
         if initial_states is not None:
             state = state + h0
