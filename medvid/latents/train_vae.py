@@ -16,7 +16,8 @@ the round trip to bfloat16 (~1.6x on CPUs with AVX-512 BF16; the loss and the op
 
 Checkpoints: ``OUT/checkpoints/step-XXXXXXXX`` (trainable weights, optimiser, RNG, step) every
 ``checkpoint_every`` steps; ``resume="auto"`` continues from the newest one exactly (data order is a
-function of the step). The result is one VAE folder ``OUT/vae`` that ``load_vae`` opens.
+function of the step). The result is one VAE folder ``OUT/vae`` that ``load_vae`` opens, with its
+latent scale fitted to the training clips (``medvid.latents.scale``: latents of mean 0, std 1).
 """
 
 from __future__ import annotations
@@ -104,8 +105,12 @@ def train_vae(
     progress: bool = True,
     precision: str = "fp32",
     lr_schedule: str = "constant",
+    fit_scale_clips: int = 64,
 ) -> dict[str, Any]:
-    """Fine-tune on the train split of ``source`` (manifest / prepared folder); write ``out/vae``."""
+    """Fine-tune on the train split of ``source`` (manifest / prepared folder); write ``out/vae``.
+
+    Then fit the latent scale (``medvid.latents.scale``) on ``fit_scale_clips`` training clips and
+    store it in ``out/vae`` (0 keeps the base's factors)."""
     from tqdm import tqdm
 
     from medvid.data.datasets import ClipDataset
@@ -216,10 +221,21 @@ def train_vae(
         model.base.save_pretrained(str(folder), safe_serialization=True)
     else:
         model.save_pretrained(folder)
+    scale = None
+    if fit_scale_clips:
+        # Training moved the latents away from whatever scale the base had: fit it to the data now.
+        from medvid.latents.scale import fit_latent_scale
+        from medvid.latents.vae import VideoVAE
+
+        scale = fit_latent_scale(folder, source, num_clips=fit_scale_clips, num_frames=num_frames,
+                                 frame_stride=frame_stride, resolution=resolution, num_images=num_images, seed=seed,
+                                 progress=progress, vae=VideoVAE(model.base if trainable == "base" else model))
     (out / "history.json").write_text(json.dumps(history, indent=1), encoding="utf-8")
     summary = {"steps": steps, "resumed_from": start, "vae_folder": str(folder), "history": history,
                "seconds_per_step": elapsed / max(timed, 1), "perceptual": perceptual.note or "LPIPS on",
                "trainable_parameters": sum(p.numel() for p in params)}
+    if scale is not None:
+        summary["latent_scale"] = {k: scale[k] for k in ("scaling_factor", "shift_factor", "latents_before")}
     ds.close()
     return summary
 
@@ -248,6 +264,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default="auto", help="'auto' (newest checkpoint in OUT), 'none', or a path")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fit-scale-clips", type=int, default=64,
+                        help="training clips whose latents fit the VAE's scaling/shift factors after training (0: keep the base's)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -259,6 +277,7 @@ def main(args: argparse.Namespace) -> int:
         lpips_weights=args.lpips_weights, trainable=args.trainable, checkpoint_every=args.checkpoint_every,
         resume=args.resume, seed=args.seed, device=args.device, progress=not args.no_progress,
         precision=args.precision, lr_schedule=args.lr_schedule,
+        fit_scale_clips=args.fit_scale_clips,
     )
     summary.pop("history")
     print(json.dumps(summary, indent=1))
