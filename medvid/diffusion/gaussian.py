@@ -105,6 +105,9 @@ class GaussianDiffusion:
         )
         self.posterior_mean_coef1 = self.betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * alphas.sqrt() / (1.0 - self.alphas_cumprod)
+        self.log_betas = torch.log(self.betas)
+        self.log_variance_fixed_large = torch.log(torch.cat([self.posterior_variance[1:2], self.betas[1:]]))
+        self._tables_on: dict[tuple[int, torch.device], torch.Tensor] = {}  # tables copied to a device, once
 
     def describe(self) -> dict:
         return {
@@ -122,10 +125,15 @@ class GaussianDiffusion:
         return cls(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
                    learn_sigma=bool(d.get("learn_sigma", learn_sigma)), prediction=d.get("prediction", "eps"))
 
-    @staticmethod
-    def _gather(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """arr[t] broadcast to ``like``'s shape: (T,) , (B,) -> (B, 1, 1, ...)."""
-        out = arr.to(t.device)[t.long()].to(like.dtype)
+    def _gather(self, arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """arr[t] broadcast to ``like``'s shape: (T,) , (B,) -> (B, 1, 1, ...). A table is copied to
+        t's device the first time only (a copy per call would be a host-to-device wait per step)."""
+        if arr.device != t.device:
+            key = (id(arr), t.device)
+            if key not in self._tables_on:
+                self._tables_on[key] = arr.to(t.device)
+            arr = self._tables_on[key]
+        out = arr[t.long()].to(like.dtype)
         return out.view(-1, *([1] * (like.ndim - 1)))
 
     def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -189,11 +197,11 @@ class GaussianDiffusion:
         (clamped to [-clip, clip] when given)."""
         pred, v = self.split_output(model_output)
         if v is None:  # fixed large variance (DDPM's sigma_t^2 = beta_t, with beta~_1 at t = 0)
-            log_var = self._gather(torch.log(torch.cat([self.posterior_variance[1:2], self.betas[1:]])), t, x_t)
+            log_var = self._gather(self.log_variance_fixed_large, t, x_t)
             log_var = log_var.expand_as(x_t)
         else:
             min_log = self._gather(self.posterior_log_variance_clipped, t, x_t)
-            max_log = self._gather(torch.log(self.betas), t, x_t)
+            max_log = self._gather(self.log_betas, t, x_t)
             frac = (v + 1) / 2  # v in [-1, 1] -> interpolation weight
             log_var = frac * max_log + (1 - frac) * min_log
         eps, pred_x0 = self.eps_and_x0(pred, x_t, t, clip)

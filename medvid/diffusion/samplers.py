@@ -28,6 +28,7 @@ import torch
 from medvid.diffusion.gaussian import GaussianDiffusion
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+JointFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 SAMPLERS = ("ddim", "ddpm", "dpm++")
 
 
@@ -43,16 +44,18 @@ def linspace_timesteps(num_timesteps: int, steps: int) -> list[int]:
     return pts[::-1][:-1]
 
 
-def guided(model_fn: ModelFn, uncond_fn: ModelFn, scale: float, channel_dim: int = 2, learn_sigma: bool = True) -> ModelFn:
+def guided(model_fn: ModelFn | None, uncond_fn: ModelFn | None, scale: float, channel_dim: int = 2,
+           learn_sigma: bool = True, joint_fn: JointFn | None = None) -> ModelFn:
     """Classifier-free guidance (Ho & Salimans 2022): eps = eps_u + s (eps_c - eps_u).
 
     Guidance is applied to the prediction only (for v prediction the same linear combination of v,
     which is the guided eps since eps is linear in v at fixed x_t and t); the learned variance is the conditional one (as in DiT's
-    ``forward_with_cfg``, without its defect of guiding only 3 channels).
+    ``forward_with_cfg``, without its defect of guiding only 3 channels). ``joint_fn(x, t) ->
+    (out_c, out_u)`` computes both in one batched forward; it replaces the two calls when given.
     """
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out_c, out_u = model_fn(x, t), uncond_fn(x, t)
+        out_c, out_u = joint_fn(x, t) if joint_fn is not None else (model_fn(x, t), uncond_fn(x, t))
         if learn_sigma:
             eps_c, rest = out_c.chunk(2, dim=channel_dim)
             eps_u = out_u.chunk(2, dim=channel_dim)[0]
@@ -197,11 +200,13 @@ def sample(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int], None] | None = None,
     clip_denoised: float | None = None,
+    joint_fn: JointFn | None = None,
 ) -> torch.Tensor:
     """Draw latents of ``shape`` (B, F, C, H, W) from noise; deterministic given ``generator`` (one,
     or a list with one per batch element).
 
-    ``cfg_scale != 1`` needs ``uncond_fn`` (the model with the null label / empty text).
+    ``cfg_scale != 1`` needs ``uncond_fn`` (the model with the null label / empty text), or
+    ``joint_fn(x, t) -> (conditional, unconditional)`` that computes both in one batched forward.
     ``clip_denoised``: clamp each x_0 estimate to [-c, c] (the training latents' range).
     """
     if clip_denoised is not None and not clip_denoised > 0:
@@ -211,12 +216,12 @@ def sample(
     if steps is not None and not 1 <= steps <= diffusion.num_timesteps:
         raise ValueError(f"steps={steps}: must be between 1 and {diffusion.num_timesteps}")
     if cfg_scale != 1.0:
-        if uncond_fn is None:
+        if uncond_fn is None and joint_fn is None:
             raise ValueError(
                 f"cfg_scale={cfg_scale} needs an unconditional model (a class-conditional or text-conditioned "
                 "checkpoint); use cfg_scale=1 for an unconditional model"
             )
-        model_fn = guided(model_fn, uncond_fn, cfg_scale, diffusion.channel_dim, diffusion.learn_sigma)
+        model_fn = guided(model_fn, uncond_fn, cfg_scale, diffusion.channel_dim, diffusion.learn_sigma, joint_fn)
     device = torch.device(device) if device is not None else torch.device("cpu")
     x = noise.to(device, dtype) if noise is not None else _randn(shape, generator, device, dtype)
     if sampler == "ddim":

@@ -40,6 +40,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="default", help="feature cache folder; 'none' disables caching")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto",
+                   help="where FVD/FID/IS/CD-FVD feature networks run: auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--effnet-resolution", type=int, default=224)
     p.add_argument("--fps", type=float, default=None, help="frame rate for dynamic degree (default: from the files, else 8)")
     p.add_argument("--no-report", action="store_true", help="write metrics.json only")
@@ -52,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         num_clips=args.num_clips,
         clip_length=args.clip_length, max_fid_frames=args.max_fid_frames, bootstrap=args.bootstrap, seed=args.seed,
         cache_dir=None if args.cache_dir.lower() == "none" else args.cache_dir, batch_size=args.batch_size,
-        effnet_resolution=args.effnet_resolution, fps=args.fps, report=not args.no_report,
+        effnet_resolution=args.effnet_resolution, fps=args.fps, report=not args.no_report, device=args.device,
     )
     for name, r in res["metrics"].items():
         ci = r.get("ci")

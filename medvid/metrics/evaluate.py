@@ -143,10 +143,17 @@ def _mean_ci(values: Sequence[float], bootstrap: int, seed: int, level: float = 
 
 
 class _Evaluator:
-    def __init__(self, real: _VideoSet, fake: _VideoSet, cache: FeatureCache, batch_size: int, bootstrap: int, seed: int):
-        self.real, self.fake, self.cache = real, fake, cache
+    def __init__(self, real: _VideoSet, fake: _VideoSet, cache: FeatureCache, batch_size: int, bootstrap: int, seed: int,
+                 device: torch.device = torch.device("cpu")):
+        self.real, self.fake, self.cache, self.device = real, fake, cache, device
         self.batch_size, self.bootstrap, self.seed = batch_size, bootstrap, seed
         self._feats: dict[tuple, np.ndarray] = {}
+
+    def on_device(self, fn: Callable) -> Callable:
+        """``fn`` on batches moved to the evaluation device (the networks of the Frechet metrics live there)."""
+        if self.device.type == "cpu":
+            return fn
+        return lambda x: fn(x.to(self.device, non_blocking=True))
 
     def clip_features(self, side: _VideoSet, net_id: str, fn: Callable, per_frame: bool = False) -> np.ndarray:
         """Features of every selected clip (``per_frame``: every frame of them, clip-major)."""
@@ -158,7 +165,7 @@ class _Evaluator:
             else:
                 items = side.iter_clips()
             self._feats[mem] = self.cache.get_or_compute(
-                key, lambda: batched_features(items, fn, self.batch_size),
+                key, lambda: batched_features(items, self.on_device(fn), self.batch_size),
                 {"set": str(side.root), "net": net_id, "per_frame": per_frame, "num_clips": len(side.clips)})
         return self._feats[mem]
 
@@ -167,7 +174,7 @@ class _Evaluator:
         if mem not in self._feats:
             key = cache_key(kind="frames", net=net_id, set=side.fingerprint, max_frames=max_frames)
             self._feats[mem] = self.cache.get_or_compute(
-                key, lambda: batched_features(side.iter_frames(max_frames), fn, self.batch_size),
+                key, lambda: batched_features(side.iter_frames(max_frames), self.on_device(fn), self.batch_size),
                 {"set": str(side.root), "net": net_id, "max_frames": max_frames})
         return self._feats[mem]
 
@@ -218,16 +225,21 @@ def evaluate(
     effnet_resolution: int = 224,
     fps: float | None = None,
     report: bool = True,
+    device: str = "auto",
 ) -> dict:
     """Compare generated videos in ``fake`` with real ones in ``real``; returns the metrics dict.
 
     Writes ``metrics.json`` (and ``report.html`` if ``report``) into ``out_dir`` when given.
     ``cache_dir``: "default" (``$MEDVID_CACHE/features`` or ``~/.cache/medvid/features``), a
     folder, or None to disable feature caching. ``fps``: frame rate for dynamic degree (default:
-    the reader's, 8 for npz and frame folders).
+    the reader's, 8 for npz and frame folders). ``device``: where the feature networks of FVD, FID,
+    IS and CD-FVD run (auto: CUDA when present); the per-video scores' networks stay on the CPU.
     """
+    from medvid.training.distributed import resolve_device
+
     t0 = time.time()
     names = parse_metrics(metrics)
+    dev = resolve_device(device)  # a missing GPU is named before any video is read
     if num_clips < 2:
         raise ValueError(f"--num-clips must be at least 2 (a covariance needs two clips), got {num_clips}")
     if clip_length < 2:
@@ -235,7 +247,7 @@ def evaluate(
     real_set = _VideoSet(real, "--real", True, num_clips, clip_length, seed) if real is not None else None
     fake_set = _VideoSet(fake, "--fake", False, num_clips, clip_length, seed)
     cache = FeatureCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed)
+    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed, dev)
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -306,7 +318,7 @@ def _run_metric(name: str, ev: _Evaluator, results: dict, locals_: dict) -> None
         from medvid.metrics.fvd import fvd_from_features
         from medvid.nets.detectors import i3d_features, load_i3d
 
-        det = load_i3d(L["i3d"])
+        det = load_i3d(L["i3d"], ev.device)
         real.require_clips(name), fake.require_clips(name)
         nid = "i3d:" + weights_id(L["i3d"])
         fr = ev.clip_features(real, nid, lambda x: i3d_features(det, x))
@@ -317,7 +329,7 @@ def _run_metric(name: str, ev: _Evaluator, results: dict, locals_: dict) -> None
         from medvid.metrics.cdfvd import cdfvd_from_features
         from medvid.nets.vision import VideoMAENet
 
-        net = VideoMAENet(L["videomae"])
+        net = VideoMAENet(L["videomae"]).to(ev.device)
         real.require_clips(name), fake.require_clips(name)
         nid = "videomae:" + weights_id(L["videomae"])
         fr, ff = ev.clip_features(real, nid, net), ev.clip_features(fake, nid, net)
@@ -326,7 +338,7 @@ def _run_metric(name: str, ev: _Evaluator, results: dict, locals_: dict) -> None
     elif name in ("fid", "is"):
         from medvid.nets.detectors import inception_features, inception_probs, load_inception
 
-        det = load_inception(L["inception"])
+        det = load_inception(L["inception"], ev.device)
         nid = "inception:" + weights_id(L["inception"])
         if name == "fid":
             from medvid.metrics.fid_is import fid_from_features

@@ -121,6 +121,77 @@ def ssd_chunk_scan(x, dt, A, B, C, chunk_size=256, D=None, initial_states=None, 
     return (y, state) if return_final_states else y
 
 
+def ssd_step(x, dt, A, B, C, D=None, initial_states=None, return_final_states=False):
+    """The SSD scan of a length-1 sequence in closed form (joint-training images are length-1 scans).
+
+    h = exp(dt A) h0 + dt x Bᵀ,  y = C h + D x. Shapes as ``ssd_scan_ref`` with l = 1; no chunk buffers.
+    """
+    b, l, h, p = x.shape
+    if l != 1:
+        raise ValueError(f"ssd_step: expects sequences of length 1, got {l}")
+    g = B.shape[2]
+    r = h // g
+    xdt = x[:, 0] * dt[:, 0, :, None]  # (b, h, p)
+    # C hᵀ = dt x (B·C): one scalar per group, shared by its r heads (no (b, h, p, n) state is formed).
+    bc = (B[:, 0] * C[:, 0]).sum(-1).repeat_interleave(r, dim=1)  # (b, h)
+    y = xdt * bc[..., None]
+    state = None
+    if initial_states is not None:
+        h0 = torch.exp(dt[:, 0] * A)[:, :, None, None] * initial_states.to(x.dtype)  # (b, h, p, n)
+        Cg = C[:, 0].unsqueeze(2)  # (b, g, 1, n)
+        y = y + (h0.view(b, g, r, p, -1) @ Cg.unsqueeze(-1)).reshape(b, h, p)
+    if return_final_states:
+        Bh = B[:, 0].repeat_interleave(r, dim=1)  # (b, h, n)
+        state = xdt[..., None] * Bh[:, :, None, :]
+        if initial_states is not None:
+            state = state + h0
+    y = y[:, None]  # (b, 1, h, p)
+    if D is not None:
+        y = y + x * (D[:, None] if D.dim() == 1 else D)
+    return (y, state) if return_final_states else y
+
+
+# CUDA's limit on a launch grid's 2nd and 3rd extents; mamba_ssm's SSD kernels put batch x chunks there.
+FUSED_GRID_LIMIT = 65535
+
+
+def fused_chunk_size(chunk_size: int, length: int) -> int:
+    """The fused kernels' chunk for a sequence of ``length``: at most ``chunk_size``, no larger than the
+    next power of two >= length (>= 16, the smallest tile of tl.dot). The kernels allocate
+    chunk x chunk buffers whatever the length, so a 4-frame temporal scan at chunk 256 would pay
+    for 256 x 256; the decomposition is exact for any chunk, so this is a memory and speed choice."""
+    return min(chunk_size, max(16, 1 << max(0, length - 1).bit_length()))
+
+
+def fused_chunk_scan(scan, x, dt, A, B, C, chunk_size, initial_states=None, return_final_states=False, **kw):
+    """``scan`` (mamba_chunk_scan_combined's signature) over batch slices small enough to launch:
+    batch x chunks stays under FUSED_GRID_LIMIT; the slices are independent sequences."""
+    b, l = x.shape[:2]
+    per_call = max(1, FUSED_GRID_LIMIT // -(-l // chunk_size))
+    if b <= per_call:
+        return scan(x, dt, A, B, C, chunk_size, initial_states=initial_states,
+                    return_final_states=return_final_states, **kw)
+    outs = [
+        scan(x[i : i + per_call], dt[i : i + per_call], A, B[i : i + per_call], C[i : i + per_call], chunk_size,
+             initial_states=None if initial_states is None else initial_states[i : i + per_call],
+             return_final_states=return_final_states, **kw)
+        for i in range(0, b, per_call)
+    ]
+    if return_final_states:
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+    return torch.cat(outs)
+
+
+def conv1d_input(xBC: torch.Tensor) -> torch.Tensor:
+    """(b, l, d) -> the (b, d, l) tensor causal-conv1d accepts. A channel-last view (stride 1 along d)
+    is taken as is only when its batch and length strides are multiples of 8 (causal-conv1d refuses
+    it otherwise); else it is made contiguous (channel-first), as upstream's rearrange_and_update_stride."""
+    x = xBC.transpose(1, 2)  # (b, d, l)
+    if x.stride(1) == 1 and (x.stride(0) % 8 or x.stride(2) % 8):
+        x = x.contiguous()
+    return x
+
+
 class _CausalDepthwiseConv(torch.autograd.Function):
     """out[t, c] = bias[c] + sum_i w[c, i] x[t - (k-1) + i, c], channels-last, zeros before t = 0.
 
@@ -289,7 +360,7 @@ class Mamba2(nn.Module):
         ops = fused_ops(xBC.device)
         w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
         if ops is not None and ops.conv1d is not None:
-            xBC = ops.conv1d(xBC.transpose(1, 2), w, self.conv1d.bias, activation="silu").transpose(1, 2)
+            xBC = ops.conv1d(conv1d_input(xBC), w, self.conv1d.bias, activation="silu").transpose(1, 2)
         else:
             xBC = self.act(causal_conv1d(xBC, w, self.conv1d.bias))
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
@@ -298,19 +369,20 @@ class Mamba2(nn.Module):
         C = C.reshape(b, l, self.ngroups, self.d_state)
         A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # fp16-safe
         D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
-        if ops is not None:
+        if ops is not None and l > 1:
             x, dt, B, C = (v.contiguous() for v in (x, dt, B, C))  # the triton kernels want dense inputs
-            out = ops.chunk_scan(x, dt, A, B, C, self.chunk_size, D=D, dt_bias=self.dt_bias, dt_softplus=True,
-                                 dt_limit=self.dt_limit, initial_states=initial_states,
-                                 return_final_states=return_final_states)
+            out = fused_chunk_scan(ops.chunk_scan, x, dt, A, B, C, fused_chunk_size(self.chunk_size, l), D=D,
+                                   dt_bias=self.dt_bias, dt_softplus=True, dt_limit=self.dt_limit,
+                                   initial_states=initial_states, return_final_states=return_final_states)
         else:
             dt = F.softplus(dt + self.dt_bias)
             if self.dt_limit != (0.0, float("inf")):
                 dt = dt.clamp(*self.dt_limit)
             dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-            block = min(self.chunk_size, CPU_BLOCK)
-            out = ssd_chunk_scan(x.to(dtype), dt.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype), block,
-                                 D=D.to(dtype), initial_states=initial_states, return_final_states=return_final_states)
+            args = (x.to(dtype), dt.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype))
+            kw = dict(D=D.to(dtype), initial_states=initial_states, return_final_states=return_final_states)
+            # Length 1 (each joint-training image): the closed form, no chunk machinery.
+            out = ssd_chunk_scan(*args, min(self.chunk_size, CPU_BLOCK), **kw) if l > 1 else ssd_step(*args, **kw)
         y, state = out if return_final_states else (out, None)
         y = y.reshape(b, l, self.d_ssm).to(xBC.dtype)
         return (y, state) if return_final_states else y

@@ -49,8 +49,8 @@ def _center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
 
 
@@ -134,6 +134,10 @@ class VideoMAENet:
             self.ts = ts
         if self.ts is None:
             self.resolution = int(self.model.config.image_size)
+
+    def to(self, device) -> "VideoMAENet":
+        (self.ts if self.ts is not None else self.model).to(device)
+        return self
 
     @torch.inference_mode()
     def __call__(self, clips: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-denoised", default="auto",
                         help="clamp the sampler's x_0 estimates: auto (the largest |latent| seen in training, "
                              "recorded in the checkpoint), none, or a number")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="the network's precision: auto = bf16 autocast on CUDA, fp32 on the CPU")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -39,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
                               steps=args.steps, cfg_scale=args.cfg, eta=args.eta, batch_size=args.batch_size,
                               use_ema=not args.no_ema, device=args.device, caption=args.caption,
                               negative_prompt=args.negative_prompt, class_id=args.class_id, vae=args.vae, fps=args.fps,
-                              frames=args.frames, clip_denoised=args.clip_denoised)
+                              frames=args.frames, clip_denoised=args.clip_denoised, precision=args.precision)
     except ValueError as e:
         print(f"medvid sample: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ sheet, so the folder is an image set for ``medvid evaluate``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,39 @@ class SampleSpec:
     caption: str | None = None  # text-conditioned models
     negative_prompt: str | None = None
     class_id: int | None = None  # class-conditional models (None: cycle through the classes)
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; or bf16 / fp32
     clip_denoised: float | None = None  # clamp each x_0 estimate to [-c, c] (the training latents' range)
+
+
+def _autocast(precision: str, device: torch.device):
+    """The network's precision while sampling; the sampler's arithmetic stays fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision={precision!r}: choose auto, bf16 or fp32")
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _batched_guidance(model, cond: dict[str, Any], uncond: dict[str, Any], precision: str, device):
+    """(out_c, out_u) from one forward over [x; x] with the conditional and unconditional inputs
+    stacked, or None when they cannot be stacked (tensors whose shapes differ beyond the batch)."""
+    merged: dict[str, Any] = {}
+    for k in cond.keys() | uncond.keys():
+        c, u = cond.get(k), uncond.get(k)
+        if isinstance(c, torch.Tensor) and isinstance(u, torch.Tensor) and c.shape[1:] == u.shape[1:]:
+            merged[k] = torch.cat([c, u])
+        elif not isinstance(c, torch.Tensor) and not isinstance(u, torch.Tensor) and c == u:
+            merged[k] = c
+        else:
+            return None
+
+    def joint(x, t):
+        with _autocast(precision, device):
+            out = model(torch.cat([x, x]), torch.cat([t, t]), **merged).to(x.dtype)
+        return out.chunk(2)
+
+    return joint
+
 
 
 def resolve_clip(setting: str | float | None, latent_absmax: float | None) -> float | None:
@@ -113,11 +146,21 @@ def generate_to_dir(
         # the batch size.
         gens = [torch.Generator().manual_seed(spec.seed * 1_000_003 + start + i) for i in range(b)]
         cond, uncond = _conditioning(spec, start, b, device, text, num_classes, num_images=int(still))
-        model_fn = lambda x, t: model(x, t, **cond)  # noqa: E731
-        uncond_fn = (lambda x, t: model(x, t, **uncond)) if uncond is not None else None  # noqa: E731
+        def call(kwargs):
+            def fn(x, t):
+                with _autocast(spec.precision, device):
+                    return model(x, t, **kwargs).to(x.dtype)
+            return fn
+
+        model_fn = call(cond)
+        uncond_fn = call(uncond) if uncond is not None else None
+        guidance = spec.cfg_scale != 1.0 and uncond is not None
+        # Classifier-free guidance as one batched forward (conditional and unconditional halves).
+        joint_fn = _batched_guidance(model, cond, uncond, spec.precision, device) if guidance else None
         z = sample(model_fn, (b, *latent_shape), diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
                    cfg_scale=spec.cfg_scale, uncond_fn=uncond_fn if spec.cfg_scale != 1.0 else None,
-                   generator=gens, device=device, progress=progress, clip_denoised=spec.clip_denoised)
+                   generator=gens, device=device, progress=progress, clip_denoised=spec.clip_denoised,
+                   joint_fn=joint_fn)
         for i in range(b):
             k = start + i
             if vae is None:
@@ -278,6 +321,7 @@ def sample_videos(
     fps: float | None = None,
     frames: int | None = None,
     clip_denoised: str | float | None = "auto",
+    precision: str = "auto",
 ) -> list[Path]:
     """Sample ``num`` videos from a training checkpoint (run folder or ``step-*`` folder).
 
@@ -302,7 +346,7 @@ def sample_videos(
                       clip_denoised=resolve_clip(clip_denoised, m.meta.get("latent_absmax")),
                       cfg_scale=cfg_scale, seed=seed, batch_size=batch_size,
                       fps=fps or m.default_fps, caption=caption,
-                      negative_prompt=negative_prompt, class_id=class_id)
+                      negative_prompt=negative_prompt, class_id=class_id, precision=precision)
     log.info("sampling %d video(s) from %s (%s weights, step %s) with %s-%d, cfg %.2f", num, checkpoint,
              m.meta["weights"], m.meta["step"], sampler, spec.steps, cfg_scale)
     shape = (1, *m.latent_shape[1:]) if frames == 1 else m.latent_shape

@@ -267,7 +267,6 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
 
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                   weight_decay=cfg.optim.weight_decay)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim.warmup_steps))
     noise_gen = torch.Generator().manual_seed(cfg.seed + 17 * acc.process_index)
     train_sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg.flow_shift)
     if sharded and cfg.ema_decay > 0:
@@ -297,9 +296,11 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
     if acc.distributed_type == DistributedType.DEEPSPEED:
         # No dataloader goes through accelerate, so tell DeepSpeed the micro-batch size itself.
         acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
-    # The optimiser and schedule the engine returns are the ones stepped and checkpointed (under
-    # FSDP/DeepSpeed the optimiser is rebuilt over the sharded parameters).
-    transformer, optimizer, lr_sched = acc.prepare(transformer, optimizer, lr_sched)
+    # The optimiser the engine returns is the one stepped and checkpointed (under FSDP/DeepSpeed it may
+    # be rebuilt over the sharded parameters), so the warm-up schedule is built on it, after prepare:
+    # a schedule made earlier would keep setting the learning rate of an optimiser nobody steps.
+    transformer, optimizer = acc.prepare(transformer, optimizer)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.optim.warmup_steps))
     params = [p for p in transformer.parameters() if p.requires_grad]
     # EMA copies are made from the prepared model, on the device it now lives on.
     ema = {n: p.detach().float().clone() for n, p in zip(names, params)} if cfg.ema_decay > 0 else None
@@ -323,8 +324,10 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
         log.info("resumed from %s at step %d", ckpt, step)
 
     stream.start = position
+    # One iterator over an endless stream: the workers live as long as the run. Pinned batches let the
+    # copies below overlap the previous step's kernels.
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=stream, num_workers=cfg.data.num_workers,
-                                         collate_fn=_collate, persistent_workers=False)
+                                         collate_fn=_collate, persistent_workers=False, pin_memory=cuda)
     batches = iter(loader)
 
     def trainable_state(source: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -392,9 +395,11 @@ def train_wan(cfg: WanTrainConfig, out_dir: str | Path, resume: str | None = Non
             position += 1
             cond = {}
             if cache is not None:
-                latents, embeds = batch["latents"].to(acc.device), batch["text"].to(acc.device)
+                latents = batch["latents"].to(acc.device, non_blocking=True)
+                embeds = batch["text"].to(acc.device, non_blocking=True)
                 if i2v:
-                    cond = {"condition": batch["condition"].to(acc.device), "image_embeds": batch["image"].to(acc.device)}
+                    cond = {"condition": batch["condition"].to(acc.device, non_blocking=True),
+                            "image_embeds": batch["image"].to(acc.device, non_blocking=True)}
             else:
                 with torch.no_grad():
                     video = batch["video"].to(acc.device)

@@ -31,12 +31,21 @@ class DistInfo:
         return self.world_size > 1
 
 
+def enable_tf32() -> None:
+    """TF32 matmuls and convolutions on CUDA (10-bit mantissa products, fp32 accumulation): several
+    times the fp32 rate on Ampere and later, well inside diffusion training's noise. bf16 autocast
+    regions are unaffected. Called whenever a CUDA device is chosen."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ValueError(f"device={name!r} but CUDA is not available; use --device cpu (or auto)")
+        enable_tf32()
         return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
     if name != "cpu":
         raise ValueError(f"device={name!r}: use auto, cpu, cuda or cuda:N")
@@ -63,21 +72,46 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, dev, here)
 
 
-def all_true(flag: bool, info: DistInfo) -> bool:
+def collective_device(info: DistInfo) -> torch.device:
+    """Where a collective's tensors must live: NCCL reduces CUDA tensors only (a CPU tensor raises),
+    gloo reduces CPU tensors (and copies CUDA ones itself). Every collective goes through this."""
+    if info.distributed and dist.is_initialized() and dist.get_backend() != "nccl":
+        return torch.device("cpu")
+    return info.device
+
+
+def all_true(flag: bool | torch.Tensor, info: DistInfo) -> bool:
     """True on every rank only if ``flag`` is true on every rank (e.g. "my loss is finite")."""
     if not info.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+        return bool(flag)
+    t = torch.as_tensor(flag, dtype=torch.float32).reshape(1).to(collective_device(info))
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0.5)
 
 
-def mean_across(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+def sum_across(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise sum over ranks, on the collective's device (a copy; ``values`` is left alone)."""
     if not info.distributed:
         return values
-    values = values.clone()
+    values = values.to(collective_device(info), copy=True)
     dist.all_reduce(values)
-    return values / info.world_size
+    return values
+
+
+def max_across(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise maximum over ranks, on the collective's device (a copy)."""
+    if not info.distributed:
+        return values
+    values = values.to(collective_device(info), copy=True)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return values
+
+
+def mean_across(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise mean over ranks; ``values`` may live anywhere (moved to the collective's device)."""
+    if not info.distributed:
+        return values
+    return sum_across(values, info) / info.world_size
 
 
 def barrier(info: DistInfo) -> None:

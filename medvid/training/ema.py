@@ -28,11 +28,13 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         d = self.current_decay()
         ema_params = dict(self.model.named_parameters())
-        for name, p in model.named_parameters():
-            ema_params[name].lerp_(p.detach(), 1.0 - d)  # ema + (1-d)(p - ema) = d ema + (1-d) p
+        pairs = [(ema_params[name], p.detach()) for name, p in model.named_parameters()]
+        if pairs:  # one fused launch per dtype/device group: ema + (1-d)(p - ema) = d ema + (1-d) p
+            torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1.0 - d)
         ema_buffers = dict(self.model.named_buffers())
-        for name, b in model.named_buffers():
-            ema_buffers[name].copy_(b)
+        bufs = [(ema_buffers[name], b) for name, b in model.named_buffers()]
+        if bufs:
+            torch._foreach_copy_([e for e, _ in bufs], [b for _, b in bufs])
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -41,7 +41,7 @@ from medvid.training.builders import (
     vae_spec_for,
 )
 from medvid.training.config import TrainConfig
-from medvid.training.distributed import DistInfo, all_true, cleanup, init_distributed, mean_across
+from medvid.training.distributed import DistInfo, cleanup, init_distributed, max_across, sum_across
 from medvid.training.ema import EMA
 from medvid.utils.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from medvid.utils.logging import LOGGER_NAME, get_logger, setup_logging
@@ -145,7 +145,7 @@ class Trainer:
     def to_latents(self, batch: dict) -> tuple[torch.Tensor, int]:
         """A collated batch -> (x0 (B, F_v + N_img, C, h, w), num_images)."""
         if self.vae is None:
-            x0 = batch["latents"].to(self.device, torch.float32)
+            x0 = batch["latents"].to(self.device, torch.float32, non_blocking=True)  # pinned by the loader
             n = batch.get("num_images", 0)
             n = torch.as_tensor(n)
             if n.numel() > 1 and not bool((n == n.flatten()[0]).all()):
@@ -177,10 +177,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         rngs = self.gather_rng()  # collective: every rank takes part
-        absmax_t = self.latent_absmax.clone()
-        if self.info.distributed:
-            dist.all_reduce(absmax_t, op=dist.ReduceOp.MAX)
-        absmax = round(float(absmax_t), 4)
+        absmax = round(float(max_across(self.latent_absmax, self.info)), 4)  # collective: every rank
         path = None
         if self.info.is_main:
             state = {
@@ -241,13 +238,16 @@ class Trainer:
 
     # -- one optimiser step ------------------------------------------------------------------------
     def train_step(self, micro_iter, micro: int, accum: int, batch_size: int) -> dict[str, float] | None:
+        """One optimiser step. The loss terms, finite checks and grad norm stay on the device; they are
+        summed over ranks in one collective and read back in one host sync, which decides the skip."""
         model = self.ddp or self.model
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
         world, rank = self.info.world_size, self.info.rank
+        cuda = self.device.type == "cuda"
         t_all = noise_all = None
-        totals = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "align": 0.0}
-        finite = True
+        # [loss, mse, vb, align, non-finite count, grad norm], accumulated on the device.
+        stats = torch.zeros(6, dtype=torch.float64, device=self.device)
         for a in range(accum):
             batch = next(micro_iter)
             x0, num_images = self.to_latents(batch)
@@ -255,9 +255,11 @@ class Trainer:
             if t_all is None:  # one draw per step for the global batch (see module docstring)
                 t_all = self.diffusion.sample_timesteps(batch_size, self.noise_gen)
                 noise_all = torch.randn((batch_size, *x0.shape[1:]), generator=self.noise_gen)
+                if cuda:  # pinned, so the copies below do not wait for the host
+                    t_all, noise_all = t_all.pin_memory(), noise_all.pin_memory()
             off = (a * world + rank) * micro
-            t = t_all[off : off + micro].to(self.device)
-            noise = noise_all[off : off + micro].to(self.device)
+            t = t_all[off : off + micro].to(self.device, non_blocking=True)
+            noise = noise_all[off : off + micro].to(self.device, non_blocking=True)
             kwargs: dict[str, Any] = {"num_images": num_images}
             if self.cfg.data.label_field:
                 kwargs["y"] = torch.as_tensor(batch[self.cfg.data.label_field]).long().to(self.device)
@@ -275,28 +277,28 @@ class Trainer:
                         out = model(x_t, t, **kwargs)
                 terms = self.diffusion.training_losses(out.float(), x0, x_t, t, noise)
                 loss = terms["loss"].mean()
+                la = torch.zeros((), device=loss.device)
                 if self.aligner is not None:
                     la = self.aligner([f.float() for f in feats], batch, t, num_images)
                     loss = loss + la
-                    totals["align"] += float(la.detach()) / accum
-                finite = finite and bool(torch.isfinite(loss.detach()))
                 (loss / accum).backward()
-            totals["loss"] += float(loss.detach()) / accum
-            totals["mse"] += float(terms["mse"].detach().mean()) / accum
-            totals["vb"] += float(terms["vb"].detach().mean()) / accum
+            detached = torch.stack([loss.detach(), terms["mse"].detach().mean(), terms["vb"].detach().mean(),
+                                    la.detach().float()]).double()
+            stats[:4] += detached / accum
+            stats[4] += (~torch.isfinite(loss.detach())).double()
         clip = self.cfg.optim.grad_clip if self.epoch >= self.cfg.optim.clip_from_epoch else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        finite = all_true(finite and bool(torch.isfinite(grad_norm)), self.info)
-        if not finite:
+        stats[4] += (~torch.isfinite(grad_norm)).double()
+        stats[5] = grad_norm.double()  # equal on every rank (DDP averaged the gradients), so sum / world is it
+        # The one host sync of the step: every rank's terms and non-finite counts, summed in one collective.
+        summed = sum_across(stats, self.info).tolist()
+        if summed[4] > 0:
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        totals["grad_norm"] = float(grad_norm)
-        vals = mean_across(torch.tensor([totals[k] for k in ("loss", "mse", "vb", "align")], dtype=torch.float64), self.info)
-        totals.update(zip(("loss", "mse", "vb", "align"), vals.tolist()))
-        return totals
+        return dict(zip(("loss", "mse", "vb", "align", "grad_norm"), (summed[i] / world for i in (0, 1, 2, 3, 5))))
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self, resume: str | Path | None = None) -> Path:

@@ -42,7 +42,7 @@ class CaptionConfig:
     max_new_tokens_detailed: int = 320
     overwrite: bool = False
     trust_remote_code: bool = False
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA when present
     dtype: str = "auto"
     model_name: str | None = None        # recorded in the manifest (default: the folder name)
 

@@ -54,7 +54,7 @@ class JudgeConfig:
     image_size: int = 448
     max_new_tokens: int = 160
     trust_remote_code: bool = False
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA when present
     dtype: str = "auto"
     model_name: str | None = None
 

@@ -68,10 +68,14 @@ class VisionLanguageModel:
     Decoding is greedy, so results are reproducible.
     """
 
-    def __init__(self, path: str | Path, trust_remote_code: bool = False, device: str = "cpu",
+    def __init__(self, path: str | Path, trust_remote_code: bool = False, device: str = "auto",
                  dtype: str = "auto", image_size: int = 448, name: str | None = None):
         import torch
         from transformers import AutoModelForImageTextToText
+
+        from medvid.training.distributed import resolve_device
+
+        device = resolve_device(device)  # auto: the GPU when there is one; a bad name fails before loading
 
         path = require_weights(path, "the vision-language captioner/judge",
                                "a local model folder (config.json, weights, tokenizer and processor files), "
@@ -149,5 +153,5 @@ def add_model_arguments(parser, max_new_tokens: int, max_new_tokens_help: str = 
     parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=max_new_tokens_help or None)
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="run the model folder's own code (Hulu-Med, UniMedVL); only for folders you trust")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])

@@ -103,6 +103,24 @@ def test_wrong_channel_count_is_a_clear_error():
         d.training_losses(x, x, x, torch.tensor([3]), x)
 
 
+def test_tables_are_copied_to_a_device_once():
+    """On a GPU a per-call copy of the (T,) tables would be a host-to-device wait in every step; the meta
+    device stands in for it here."""
+    from medvid.diffusion import GaussianDiffusion
+
+    d = GaussianDiffusion()
+    t = torch.tensor([1, 5], device="meta")
+    x = torch.empty(2, 3, device="meta")
+    d.q_sample(x, t, x)
+    first = dict(d._tables_on)
+    d.q_sample(x, t, x)
+    assert len(first) == 2 and all(v.device.type == "meta" for v in first.values())
+    assert all(d._tables_on[k] is v for k, v in first.items())  # reused, not copied again
+    # CPU tensors index the tables where they are.
+    d.q_sample(torch.zeros(2, 3), torch.tensor([1, 5]), torch.zeros(2, 3))
+    assert len(d._tables_on) == 2
+
+
 def test_v_prediction_target_and_inversion_agree_with_diffusers():
     from diffusers import DDPMScheduler
 

@@ -1,5 +1,6 @@
 """`medvid sample` / sample_videos: files, the run's VAE, determinism, EMA, CFG, errors."""
 
+import contextlib
 import json
 
 import av
@@ -104,6 +105,47 @@ def test_frames_1_samples_still_images_as_pngs(tiny_run, tmp_path):
     assert not list(tmp_path.glob("*.mp4")) and is_image_set(list_videos(tmp_path, "--fake"))  # an image set
     with pytest.raises(ValueError, match="--frames 5"):
         sample_videos(tiny_run, 1, tmp_path / "x", steps=2, frames=5)
+
+
+def test_guidance_is_one_batched_forward_equal_to_two(class_checkpoint, tmp_path, monkeypatch):
+    import medvid.sampling.generate as G
+
+    lat = lambda d, i: np.load(d / f"video_{i:04d}.npz")["latents"]  # noqa: E731
+    real, calls = G._batched_guidance, {"joint": 0}
+
+    def spy(*a, **k):
+        fn = real(*a, **k)
+        assert fn is not None
+
+        def counted(x, t):
+            calls["joint"] += 1
+            assert x.shape[0] == 2  # the batch; the forward inside sees 4
+            return fn(x, t)
+
+        return counted
+
+    monkeypatch.setattr(G, "_batched_guidance", spy)
+    sample_videos(class_checkpoint, 2, tmp_path / "one", sampler="ddim", steps=3, cfg_scale=4.0, batch_size=2)
+    assert calls["joint"] == 3  # one batched forward per step
+    monkeypatch.setattr(G, "_batched_guidance", lambda *a, **k: None)  # the two-forward path
+    sample_videos(class_checkpoint, 2, tmp_path / "two", sampler="ddim", steps=3, cfg_scale=4.0, batch_size=2)
+    for i in range(2):
+        np.testing.assert_allclose(lat(tmp_path / "one", i), lat(tmp_path / "two", i), atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_precision(class_checkpoint, tmp_path):
+    from medvid.sampling.generate import _autocast
+
+    assert isinstance(_autocast("auto", torch.device("cpu")), contextlib.nullcontext)
+    assert isinstance(_autocast("bf16", torch.device("cpu")), torch.autocast)
+    with pytest.raises(ValueError, match="precision"):
+        _autocast("fp16", torch.device("cpu"))
+    lat = lambda d: np.load(d / "video_0000.npz")["latents"]  # noqa: E731
+    for p in ("fp32", "bf16"):
+        sample_videos(class_checkpoint, 1, tmp_path / p, sampler="ddim", steps=2, class_id=1, precision=p)
+    a, b = lat(tmp_path / "fp32"), lat(tmp_path / "bf16")
+    assert a.dtype == b.dtype == np.float32 and np.isfinite(b).all()
+    assert 0 < np.linalg.norm(a - b) / np.linalg.norm(a) < 0.05  # bf16 rounding, not a different result
 
 
 def test_checkpoint_records_the_latent_range_and_sampling_clamps_to_it(tiny_run, tiny_data, tmp_path):

@@ -210,3 +210,35 @@ def test_bf16_lora_keeps_fp32_adapters_over_a_bf16_base(wan_dir, clips, tmp_path
     assert captured["pipe"].vae.dtype == torch.float32  # Wan's VAE stays fp32
     # A following fp32 run in the same process is not blocked by accelerate's global state.
     assert train_wan(make_cfg(wan_dir, clips, max_steps=1, batch_size=1), tmp_path / "fp32")["step"] == 1
+
+
+def test_ema_and_warmup_follow_what_accelerate_prepare_returns(wan_dir, clips, tmp_path, monkeypatch):
+    """``accelerate.prepare`` may move the transformer (to the GPU) and return another optimiser (FSDP
+    rebuilds it over the sharded parameters). Simulated on the CPU: prepare shifts the trainable weights
+    (what a copy taken before it would miss, as a CPU copy misses the GPU weights) and returns a fresh
+    optimiser. The EMA must start from the prepared weights and the warm-up must drive the returned optimiser."""
+    from accelerate import Accelerator
+
+    real_prepare, seen = Accelerator.prepare, {}
+
+    def prepare(self, *objs):
+        out = list(real_prepare(self, *objs))
+        model = out[0]
+        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        with torch.no_grad():
+            for _, p in trainable:
+                p.add_(0.25)
+        seen["prepared"] = {n: p.detach().clone() for n, p in trainable}
+        out[1] = seen["optimizer"] = torch.optim.AdamW([p for _, p in trainable], lr=2e-3)
+        return tuple(out)
+
+    monkeypatch.setattr(Accelerator, "prepare", prepare)
+    train_wan(make_cfg(wan_dir, clips, max_steps=1, ema_decay=0.5, optim={"lr": 2e-3, "warmup_steps": 4}),
+              tmp_path / "run")
+    # After one optimiser step the warm-up stands at (1 + 1) / 4 of the rate, on the optimiser that was stepped.
+    assert seen["optimizer"].param_groups[0]["lr"] == pytest.approx(2e-3 * 2 / 4)
+    groups, _, _ = load_checkpoint(tmp_path / "run")
+    # ema_1 = d ema_0 + (1 - d) p_1 with d = 1/2, so ema_0 = 2 ema_1 - p_1: the weights prepare returned.
+    assert set(groups["ema"]) == set(seen["prepared"])
+    for n, p0 in seen["prepared"].items():
+        torch.testing.assert_close(2 * groups["ema"][n] - groups["trainable"][n], p0, rtol=0, atol=1e-5)

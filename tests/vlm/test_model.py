@@ -36,3 +36,18 @@ def test_loader_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no config.json"):
         VisionLanguageModel(tmp_path / "empty")
+
+
+def test_device_defaults_to_auto_and_a_missing_gpu_is_named(tmp_path, monkeypatch):
+    import argparse
+
+    import torch
+
+    from medvid.vlm.model import VisionLanguageModel, add_model_arguments
+
+    p = argparse.ArgumentParser()
+    add_model_arguments(p, 64)
+    assert p.parse_args(["--model", "m"]).device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        VisionLanguageModel(tmp_path, device="cuda")
