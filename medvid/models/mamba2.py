@@ -319,17 +319,14 @@ class Mamba2(nn.Module):
         """Gated RMSNorm (or plain gating when rmsnorm=False)."""
         return self.norm(y, z) if self.rmsnorm else y * F.silu(z)
 
-    def gate_norm_sum(self, ys, z):
-        """sum_i gate_norm(y_i, z) for several scans sharing the gate z (silu(z) and the norm weight once)."""
+    def gate_norm_sum(self, y, z, dim):
+        """gate_norm(y, z) summed over ``dim`` of y: several scans sharing the gate z (broadcast to y)."""
         if not self.rmsnorm or self.norm_before_gate:
-            return sum(self.gate_norm(y, z) for y in ys)
-        sz = F.silu(z)
+            return self.gate_norm(y, z).sum(dim)
         gs, eps = self.norm.group_size, self.norm.eps
-        total = 0
-        for y in ys:
-            yg = (y * sz).unflatten(-1, (-1, gs))  # (..., groups, group_size)
-            total = total + (yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
-        return total * self.norm.weight
+        yg = (y * F.silu(z)).unflatten(-1, (-1, gs))  # (..., groups, group_size)
+        normed = (yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
+        return normed.sum(dim) * self.norm.weight
 
     def forward(self, u, initial_states=None, return_final_states=False):
         """u: (B, L, d_model) -> (B, L, d_model) [, final SSM state (B, nheads, headdim, d_state)]."""
