@@ -164,6 +164,45 @@ def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -
     return _CausalDepthwiseConv.apply(x, w, bias)
 
 
+class _GatedRMSNorm(torch.autograd.Function):
+    """sum over ``dim`` of rmsnorm(y * silu(z)) * weight, per group of ``group_size`` channels (z broadcasts
+    to y; ``dim`` None: no sum). Hand-written backward that keeps y, z and the per-group scale only and
+    recomputes the rest (autograd would keep y * silu(z), its square, the normed value and the sum)."""
+
+    @staticmethod
+    def forward(ctx, y, z, weight, group_size, eps, dim):
+        v = (y * F.silu(z)).unflatten(-1, (-1, group_size))  # (..., groups, group_size)
+        r = torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps)
+        n = v.mul_(r).flatten(-2)
+        out = n.sum(dim) if dim is not None else n
+        ctx.save_for_backward(y, z, weight, r)
+        ctx.group_size, ctx.dim = group_size, dim
+        return out.mul_(weight)
+
+    @staticmethod
+    def backward(ctx, g):
+        y, z, weight, r = ctx.saved_tensors
+        gs, dim = ctx.group_size, ctx.dim
+        sz = F.silu(z)
+        n = (y * sz).unflatten(-1, (-1, gs)).mul_(r)  # the normed value, recomputed
+        if dim is not None:
+            g = g.unsqueeze(dim)  # the same gradient reaches every summed scan
+        gw = (g * n.flatten(-2)).flatten(0, -2).sum(0) if ctx.needs_input_grad[2] else None
+        gn = (g * weight).unflatten(-1, (-1, gs))
+        # d/dv of v * rsqrt(mean(v^2) + eps) applied to gn: r * (gn - n * mean(gn * n))
+        gv = (gn - n * (gn * n).mean(-1, keepdim=True)).mul_(r).flatten(-2)
+        gy = gv * sz
+        gz = None
+        if ctx.needs_input_grad[1]:
+            gz = torch.ops.aten.silu_backward((gv * y).sum_to_size(z.shape), z)
+        return gy, gz, gw, None, None, None
+
+
+def gated_rmsnorm(y, z, weight, group_size, eps, dim=None):
+    """rmsnorm(y * silu(z)) * weight per group (mamba_ssm's norm_before_gate=False), summed over ``dim``."""
+    return _GatedRMSNorm.apply(y, z, weight, group_size, eps, dim)
+
+
 class RMSNormGated(nn.Module):
     """mamba_ssm's gated RMSNorm: norm(x * silu(z)) * weight (norm_before_gate=False), per group."""
 
@@ -176,7 +215,7 @@ class RMSNormGated(nn.Module):
 
     def forward(self, x, z=None):
         if z is not None and not self.norm_before_gate:
-            x = x * F.silu(z)
+            return gated_rmsnorm(x, z, self.weight, self.group_size, self.eps)
         shape = x.shape
         xg = x.reshape(*shape[:-1], shape[-1] // self.group_size, self.group_size)
         xg = xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -323,10 +362,7 @@ class Mamba2(nn.Module):
         """gate_norm(y, z) summed over ``dim`` of y: several scans sharing the gate z (broadcast to y)."""
         if not self.rmsnorm or self.norm_before_gate:
             return self.gate_norm(y, z).sum(dim)
-        gs, eps = self.norm.group_size, self.norm.eps
-        yg = (y * F.silu(z)).unflatten(-1, (-1, gs))  # (..., groups, group_size)
-        normed = (yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
-        return normed.sum(dim) * self.norm.weight
+        return gated_rmsnorm(y, z, self.norm.weight, self.norm.group_size, self.norm.eps, dim)
 
     def forward(self, u, initial_states=None, return_final_states=False):
         """u: (B, L, d_model) -> (B, L, d_model) [, final SSM state (B, nheads, headdim, d_state)]."""
