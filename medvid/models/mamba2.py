@@ -58,6 +58,34 @@ def _segsum_exp(a: torch.Tensor) -> torch.Tensor:
     return torch.exp(diff.masked_fill(~keep, -math.inf))
 
 
+class _IntraChunk(torch.autograd.Function):
+    """The diagonal blocks of SSD: y = (C Bᵀ ∘ L) X per chunk, L_ij = exp(cumsum(dA)_i - cumsum(dA)_j) for
+    i >= j. Keeps only its inputs for the backward and recomputes C Bᵀ and L there: autograd would keep
+    two (T x T) matrices per head and chunk, the largest tensors of a training step at T = 128.
+
+    Cc, Bc: (..., 1, T, n) (shared by the r heads of a group), dA: (..., r, T), X: (..., r, T, p).
+    """
+
+    @staticmethod
+    def forward(ctx, Cc, Bc, dA, X):
+        X = X.contiguous()  # a contiguous copy now instead of one in every matmul (forward and backward)
+        ctx.save_for_backward(Cc, Bc, dA, X)
+        return ((Cc @ Bc.transpose(-1, -2)) * _segsum_exp(dA)) @ X
+
+    @staticmethod
+    def backward(ctx, gy):
+        Cc, Bc, dA, X = ctx.saved_tensors
+        CB, L = Cc @ Bc.transpose(-1, -2), _segsum_exp(dA)  # (..., 1, T, T), (..., r, T, T)
+        M = CB * L
+        gM = gy @ X.transpose(-1, -2)  # (..., r, T, T)
+        gX = M.transpose(-1, -2) @ gy
+        gCB = (gM * L).sum(-3, keepdim=True)  # CB is broadcast over the r heads
+        gS = gM.mul_(M)  # d/d(segment sum) = gM ∘ CB ∘ L; zero above the diagonal where L is
+        g_cs = gS.sum(-1) - gS.sum(-2)  # segment sum_ij = cs_i - cs_j
+        g_dA = g_cs.flip(-1).cumsum(-1).flip(-1)  # cs = cumsum(dA)
+        return gCB @ Bc, gCB.transpose(-1, -2) @ Cc, g_dA, gX
+
+
 def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
     """SSD over a length that is a multiple of T. Shapes as ``ssd_chunk_scan``; no D term."""
     b, l, h, p = x.shape
@@ -70,9 +98,9 @@ def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
     Cc = C.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
     A_cs = torch.cumsum(dA, dim=-1)  # (b, c, g, r, T)
 
-    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j.
-    CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, 1, T, T): contracted over n once per group
-    y = (CB * _segsum_exp(dA)) @ xdt  # (b, c, g, r, T, p)
+    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j; C·Bᵀ is
+    # contracted over n once per group.
+    y = _IntraChunk.apply(Cc, Bc, dA, xdt)  # (b, c, g, r, T, p)
 
     # 2.-4. Off-diagonal blocks: chunk states, state passing across chunks, state -> output.
     if c > 1 or initial_states is not None or need_final:
@@ -117,7 +145,7 @@ def ssd_chunk_scan(x, dt, A, B, C, chunk_size=256, D=None, initial_states=None, 
         )
         y = torch.cat([y, y_tail], dim=1)
     if D is not None:
-        y = y + x * (D[:, None] if D.dim() == 1 else D)
+        y = torch.addcmul(y, x, D[:, None] if D.dim() == 1 else D)  # one pass: y + x D
     return (y, state) if return_final_states else y
 
 
