@@ -8,10 +8,10 @@ width 96, d_state 16, headdim 48, 4 channels, 4 x 16 x 16 latents, batch 4), one
 * by module: inclusive forward time (forward pre-hook -> forward hook) and inclusive backward time
   (full backward pre-hook -> full backward hook) of the branches of every block, summed over blocks.
 
-``--against REF`` also times the MedSora step of the models package at git revision ``REF`` (a copy
-of ``medvid/models`` from ``git archive``, imported under another name), today's, and stdit of the
-same size, in alternation in one process, so load on a shared machine hits all three alike; the
-ratios, not the seconds, are the result.
+``--against REF [REF ...]`` also times the MedSora step of the models package at each git revision
+(a copy of ``medvid/models`` from ``git archive``, imported under another name), today's, and stdit
+of the same size, in alternation in one process, so load on a shared machine hits all of them alike;
+the ratios, not the seconds, are the result.
 
     python benchmarks/medsora_profile.py                      # profile all four shapes
     python benchmarks/medsora_profile.py --against main       # + interleaved before/after timing
@@ -39,6 +39,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from backbone import _flops_and_memory  # noqa: E402  (the same memory estimate as backbone.py)
 
 DEMO = dict(depth=4, hidden_size=96, input_size=16, in_channels=4, d_state=16, headdim=48)
 DEMO_ST = dict(depth=4, hidden_size=96, input_size=16, in_channels=4, headdim=48)
@@ -73,6 +75,7 @@ def build(models, name, shape, overrides=None):
         opt.step()
 
     tokens = batch * f * (h // model.patch_size) ** 2
+    step.data = (x, t, target)
     return model, step, tokens
 
 
@@ -144,6 +147,8 @@ def profile_shape(models, shape, top) -> dict:
 
 def load_models_at(ref: str, into: Path):
     """``medvid/models`` as of git revision ``ref``, importable as a separate package."""
+    into = into / ref.replace("/", "_").replace("~", "_")
+    into.mkdir()
     data = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "medvid/models"], check=True,
                           capture_output=True).stdout
     pkg = into / f"medvid_models_{ref.replace('/', '_').replace('~', '_')}"
@@ -154,14 +159,16 @@ def load_models_at(ref: str, into: Path):
     return importlib.import_module(pkg.name)
 
 
-def interleaved(ref_models, shapes, reps) -> list[dict]:
-    """Steps of MedSora at ``ref``, MedSora now and STDiT, in alternation; medians and ratios."""
+def interleaved(refs: dict, shapes, reps) -> list[dict]:
+    """Steps of MedSora at each revision in ``refs`` (name -> models package), MedSora now and STDiT, in
+    alternation; medians, each against stdit, and the speedup of now over the first revision."""
     import medvid.models as now
 
     rows = []
+    first = next(iter(refs))
     for shape in shapes:
-        runs = {"medsora@ref": build(ref_models, "medsora-s", shape), "medsora": build(now, "medsora-s", shape),
-                "stdit": build(now, "stdit-s", shape)}
+        runs = {f"medsora@{r}": build(pkg, "medsora-s", shape) for r, pkg in refs.items()}
+        runs |= {"medsora": build(now, "medsora-s", shape), "stdit": build(now, "stdit-s", shape)}
         for _, step, _ in runs.values():
             step()
         times = {k: [] for k in runs}
@@ -171,13 +178,15 @@ def interleaved(ref_models, shapes, reps) -> list[dict]:
                 step()
                 times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        row = dict(shape=shape, tokens=runs["stdit"][2], step_s=med, step_times=times,
-                   ratio_before=med["medsora@ref"] / med["stdit"], ratio_after=med["medsora"] / med["stdit"],
-                   speedup=med["medsora@ref"] / med["medsora"])
+        mem = {k: _flops_and_memory(m, *step.data)[1] for k, (m, step, _) in runs.items()}
+        row = dict(shape=shape, tokens=runs["stdit"][2], step_s=med, step_times=times, peak_mem_mb=mem,
+                   vs_stdit={k: v / med["stdit"] for k, v in med.items()},
+                   speedup=med[f"medsora@{first}"] / med["medsora"])
         rows.append(row)
-        print(f"  {shape:7s} medsora@ref {med['medsora@ref']:.3f}  medsora {med['medsora']:.3f}  stdit "
-              f"{med['stdit']:.3f} s/step | vs stdit: before {row['ratio_before']:.2f} after "
-              f"{row['ratio_after']:.2f} | speedup {row['speedup']:.2f}x", flush=True)
+        print(f"  {shape:7s} " + "  ".join(f"{k} {v:.3f}" for k, v in med.items()) + " s/step | vs stdit: "
+              + "  ".join(f"{k} {v:.2f}" for k, v in row["vs_stdit"].items() if k != "stdit")
+              + f" | speedup over {first}: {row['speedup']:.2f}x | memory MB: "
+              + "  ".join(f"{k} {v:.0f}" for k, v in mem.items()), flush=True)
     return rows
 
 
@@ -187,7 +196,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--top", type=int, default=15, help="operators listed per shape")
     ap.add_argument("--no-profile", action="store_true", help="only the interleaved timing")
-    ap.add_argument("--against", metavar="REF", help="git revision to time against, interleaved")
+    ap.add_argument("--against", metavar="REF", nargs="+", help="git revisions to time against, interleaved")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "medsora_profile.json"))
     args = ap.parse_args(argv)
@@ -198,11 +207,12 @@ def main(argv=None) -> int:
     if not args.no_profile:
         result["profiles"] = [profile_shape(now, s, args.top) for s in args.shapes]
     if args.against:
-        print(f"\ninterleaved training steps, {args.threads} threads, median of {args.reps}: "
-              f"medsora at {args.against} vs now vs stdit-s")
+        print(f"\ninterleaved training steps, {args.threads} threads, median of {args.reps}: medsora-s at "
+              f"{', '.join(args.against)}, now, and stdit-s")
         with tempfile.TemporaryDirectory() as tmp:
+            refs = {r: load_models_at(r, Path(tmp)) for r in args.against}
             result["against"] = args.against
-            result["interleaved"] = interleaved(load_models_at(args.against, Path(tmp)), args.shapes, args.reps)
+            result["interleaved"] = interleaved(refs, args.shapes, args.reps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
