@@ -15,6 +15,7 @@ the ratios, not the seconds, are the result.
 
     python benchmarks/medsora_profile.py                      # profile all four shapes
     python benchmarks/medsora_profile.py --against main       # + interleaved before/after timing
+    python benchmarks/medsora_profile.py --profile-at main    # the profile of another revision
 
 Writes benchmarks/results/medsora_profile.json.
 """
@@ -196,6 +197,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--top", type=int, default=15, help="operators listed per shape")
     ap.add_argument("--no-profile", action="store_true", help="only the interleaved timing")
+    ap.add_argument("--profile-at", metavar="REF", help="profile the models package at this git revision")
     ap.add_argument("--against", metavar="REF", nargs="+", help="git revisions to time against, interleaved")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "medsora_profile.json"))
@@ -205,7 +207,10 @@ def main(argv=None) -> int:
 
     result = dict(threads=args.threads, torch=torch.__version__, profiles=[], interleaved=[])
     if not args.no_profile:
-        result["profiles"] = [profile_shape(now, s, args.top) for s in args.shapes]
+        with tempfile.TemporaryDirectory() as tmp:
+            pkg = load_models_at(args.profile_at, Path(tmp)) if args.profile_at else now
+            result["profiled"] = args.profile_at or "working tree"
+            result["profiles"] = [profile_shape(pkg, s, args.top) for s in args.shapes]
     if args.against:
         print(f"\ninterleaved training steps, {args.threads} threads, median of {args.reps}: medsora-s at "
               f"{', '.join(args.against)}, now, and stdit-s")
