@@ -55,7 +55,7 @@ def _segsum_exp(a: torch.Tensor) -> torch.Tensor:
     cs = torch.cumsum(a, dim=-1)
     diff = cs[..., :, None] - cs[..., None, :]  # (..., T_i, T_j)
     keep = torch.ones(T, T, dtype=torch.bool, device=a.device).tril()
-    return torch.exp(diff.masked_fill(~keep, -math.inf))
+    return torch.exp(diff.masked_fill_(~keep, -math.inf))  # diff is ours: filled in place
 
 
 class _IntraChunk(torch.autograd.Function):
@@ -91,39 +91,43 @@ def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     c, r = l // T, h // g
-    # Head-major layouts so every contraction below is one batched matmul.
-    xdt = (x * dt[..., None]).view(b, c, T, g, r, p).permute(0, 1, 3, 4, 2, 5)  # (b, c, g, r, T, p)
+    xdt = (x * dt[..., None]).view(b, c, T, g, r, p)  # token-major
     dA = (dt * A).view(b, c, T, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, T)
     Bc = B.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
     Cc = C.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
     A_cs = torch.cumsum(dA, dim=-1)  # (b, c, g, r, T)
 
-    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j; C·Bᵀ is
-    # contracted over n once per group.
-    y = _IntraChunk.apply(Cc, Bc, dA, xdt)  # (b, c, g, r, T, p)
+    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j, head-major so
+    # that it is one batched matmul; C·Bᵀ is contracted over n once per group.
+    y = _IntraChunk.apply(Cc, Bc, dA, xdt.permute(0, 1, 3, 4, 2, 5))  # (b, c, g, r, T, p)
+    y = y.permute(0, 1, 4, 2, 3, 5)  # (b, c, T, g, r, p)
 
-    # 2.-4. Off-diagonal blocks: chunk states, state passing across chunks, state -> output.
+    # 2.-4. Off-diagonal blocks: chunk states, state passing across chunks, state -> output. The states
+    # are kept as (n, r*p) per group, so the r heads of a group share one matmul with B and one with C
+    # (with (p, n) per head, B and C would be copied r times to broadcast over the heads).
     if c > 1 or initial_states is not None or need_final:
-        decay_to_end = torch.exp(A_cs[..., -1:] - A_cs)  # (b, c, g, r, T)
-        states = (xdt * decay_to_end[..., None]).transpose(-1, -2) @ Bc  # (b, c, g, r, p, n)
+        decay_to_end = torch.exp(A_cs[..., -1:] - A_cs).permute(0, 1, 4, 2, 3)[..., None]  # (b, c, T, g, r, 1)
+        xs = (xdt * decay_to_end).transpose(2, 3).reshape(b, c, g, T, r * p)
+        states = Bc.squeeze(3).transpose(-1, -2) @ xs  # (b, c, g, n, r*p)
         if initial_states is None:
-            init = states.new_zeros(b, 1, g, r, p, n)
-        else:
-            init = initial_states.to(states.dtype).view(b, 1, g, r, p, n)
+            init = states.new_zeros(b, g, n, r * p)
+        else:  # (b, h, p, n) -> (b, g, n, r*p)
+            init = initial_states.to(states.dtype).view(b, g, r, p, n).permute(0, 1, 4, 2, 3).reshape(b, g, n, r * p)
         # Inter-chunk recurrence S_{k+1} = exp(sum of chunk k's dA) S_k + states_k, one step per chunk
         # (linear in the number of chunks, unlike the listing's (c+1) x (c+1) decay matrix).
-        chunk_decay = torch.exp(A_cs[..., -1])[..., None, None]  # (b, c, g, r, 1, 1)
-        starts, S = [], init[:, 0]
+        chunk_decay = torch.exp(A_cs[..., -1])[:, :, :, None, :, None].expand(b, c, g, 1, r, p).reshape(
+            b, c, g, 1, r * p)  # (b, c, g, 1, r*p): per head, repeated over its p channels
+        starts, S = [], init
         for decay_k, states_k in zip(chunk_decay.unbind(1), states.unbind(1)):  # unbind: one grad buffer
             starts.append(S)
             S = decay_k * S + states_k
-        final = S.reshape(b, h, p, n)
-        start = torch.stack(starts, dim=1)  # (b, c, g, r, p, n): the state entering each chunk
-        y = y + (Cc @ start.transpose(-1, -2)) * torch.exp(A_cs)[..., None]
+        final = S.view(b, g, n, r, p).permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
+        start = torch.stack(starts, dim=1)  # (b, c, g, n, r*p): the state entering each chunk
+        y_off = (Cc.squeeze(3) @ start).view(b, c, g, T, r, p).transpose(2, 3)  # (b, c, T, g, r, p)
+        y = torch.addcmul(y, y_off, torch.exp(A_cs).permute(0, 1, 4, 2, 3)[..., None])
     else:
         final = None
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, l, h, p)
-    return y, final
+    return y.reshape(b, l, h, p), final
 
 
 def ssd_chunk_scan(x, dt, A, B, C, chunk_size=256, D=None, initial_states=None, return_final_states=False):
