@@ -55,7 +55,35 @@ def _segsum_exp(a: torch.Tensor) -> torch.Tensor:
     cs = torch.cumsum(a, dim=-1)
     diff = cs[..., :, None] - cs[..., None, :]  # (..., T_i, T_j)
     keep = torch.ones(T, T, dtype=torch.bool, device=a.device).tril()
-    return torch.exp(diff.masked_fill(~keep, -math.inf))
+    return torch.exp(diff.masked_fill_(~keep, -math.inf))  # diff is ours: filled in place
+
+
+class _IntraChunk(torch.autograd.Function):
+    """The diagonal blocks of SSD: y = (C Bᵀ ∘ L) X per chunk, L_ij = exp(cumsum(dA)_i - cumsum(dA)_j) for
+    i >= j. Keeps only its inputs for the backward and recomputes C Bᵀ and L there: autograd would keep
+    two (T x T) matrices per head and chunk, the largest tensors of a training step at T = 128.
+
+    Cc, Bc: (..., 1, T, n) (shared by the r heads of a group), dA: (..., r, T), X: (..., r, T, p).
+    """
+
+    @staticmethod
+    def forward(ctx, Cc, Bc, dA, X):
+        X = X.contiguous()  # a contiguous copy now instead of one in every matmul (forward and backward)
+        ctx.save_for_backward(Cc, Bc, dA, X)
+        return ((Cc @ Bc.transpose(-1, -2)) * _segsum_exp(dA)) @ X
+
+    @staticmethod
+    def backward(ctx, gy):
+        Cc, Bc, dA, X = ctx.saved_tensors
+        CB, L = Cc @ Bc.transpose(-1, -2), _segsum_exp(dA)  # (..., 1, T, T), (..., r, T, T)
+        M = CB * L
+        gM = gy @ X.transpose(-1, -2)  # (..., r, T, T)
+        gX = M.transpose(-1, -2) @ gy
+        gCB = (gM * L).sum(-3, keepdim=True)  # CB is broadcast over the r heads
+        gS = gM.mul_(M)  # d/d(segment sum) = gM ∘ CB ∘ L; zero above the diagonal where L is
+        g_cs = gS.sum(-1) - gS.sum(-2)  # segment sum_ij = cs_i - cs_j
+        g_dA = g_cs.flip(-1).cumsum(-1).flip(-1)  # cs = cumsum(dA)
+        return gCB @ Bc, gCB.transpose(-1, -2) @ Cc, g_dA, gX
 
 
 def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
@@ -63,39 +91,43 @@ def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     c, r = l // T, h // g
-    # Head-major layouts so every contraction below is one batched matmul.
-    xdt = (x * dt[..., None]).view(b, c, T, g, r, p).permute(0, 1, 3, 4, 2, 5)  # (b, c, g, r, T, p)
+    xdt = (x * dt[..., None]).view(b, c, T, g, r, p)  # token-major
     dA = (dt * A).view(b, c, T, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, T)
     Bc = B.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
     Cc = C.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
     A_cs = torch.cumsum(dA, dim=-1)  # (b, c, g, r, T)
 
-    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j.
-    CB = Cc @ Bc.transpose(-1, -2)  # (b, c, g, 1, T, T): contracted over n once per group
-    y = (CB * _segsum_exp(dA)) @ xdt  # (b, c, g, r, T, p)
+    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j, head-major so
+    # that it is one batched matmul; C·Bᵀ is contracted over n once per group.
+    y = _IntraChunk.apply(Cc, Bc, dA, xdt.permute(0, 1, 3, 4, 2, 5))  # (b, c, g, r, T, p)
+    y = y.permute(0, 1, 4, 2, 3, 5)  # (b, c, T, g, r, p)
 
-    # 2.-4. Off-diagonal blocks: chunk states, state passing across chunks, state -> output.
+    # 2.-4. Off-diagonal blocks: chunk states, state passing across chunks, state -> output. The states
+    # are kept as (n, r*p) per group, so the r heads of a group share one matmul with B and one with C
+    # (with (p, n) per head, B and C would be copied r times to broadcast over the heads).
     if c > 1 or initial_states is not None or need_final:
-        decay_to_end = torch.exp(A_cs[..., -1:] - A_cs)  # (b, c, g, r, T)
-        states = (xdt * decay_to_end[..., None]).transpose(-1, -2) @ Bc  # (b, c, g, r, p, n)
+        decay_to_end = torch.exp(A_cs[..., -1:] - A_cs).permute(0, 1, 4, 2, 3)[..., None]  # (b, c, T, g, r, 1)
+        xs = (xdt * decay_to_end).transpose(2, 3).reshape(b, c, g, T, r * p)
+        states = Bc.squeeze(3).transpose(-1, -2) @ xs  # (b, c, g, n, r*p)
         if initial_states is None:
-            init = states.new_zeros(b, 1, g, r, p, n)
-        else:
-            init = initial_states.to(states.dtype).view(b, 1, g, r, p, n)
+            init = states.new_zeros(b, g, n, r * p)
+        else:  # (b, h, p, n) -> (b, g, n, r*p)
+            init = initial_states.to(states.dtype).view(b, g, r, p, n).permute(0, 1, 4, 2, 3).reshape(b, g, n, r * p)
         # Inter-chunk recurrence S_{k+1} = exp(sum of chunk k's dA) S_k + states_k, one step per chunk
         # (linear in the number of chunks, unlike the listing's (c+1) x (c+1) decay matrix).
-        chunk_decay = torch.exp(A_cs[..., -1])[..., None, None]  # (b, c, g, r, 1, 1)
-        starts, S = [], init[:, 0]
+        chunk_decay = torch.exp(A_cs[..., -1])[:, :, :, None, :, None].expand(b, c, g, 1, r, p).reshape(
+            b, c, g, 1, r * p)  # (b, c, g, 1, r*p): per head, repeated over its p channels
+        starts, S = [], init
         for decay_k, states_k in zip(chunk_decay.unbind(1), states.unbind(1)):  # unbind: one grad buffer
             starts.append(S)
             S = decay_k * S + states_k
-        final = S.reshape(b, h, p, n)
-        start = torch.stack(starts, dim=1)  # (b, c, g, r, p, n): the state entering each chunk
-        y = y + (Cc @ start.transpose(-1, -2)) * torch.exp(A_cs)[..., None]
+        final = S.view(b, g, n, r, p).permute(0, 1, 3, 4, 2).reshape(b, h, p, n)
+        start = torch.stack(starts, dim=1)  # (b, c, g, n, r*p): the state entering each chunk
+        y_off = (Cc.squeeze(3) @ start).view(b, c, g, T, r, p).transpose(2, 3)  # (b, c, T, g, r, p)
+        y = torch.addcmul(y, y_off, torch.exp(A_cs).permute(0, 1, 4, 2, 3)[..., None])
     else:
         final = None
-    y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, l, h, p)
-    return y, final
+    return y.reshape(b, l, h, p), final
 
 
 def ssd_chunk_scan(x, dt, A, B, C, chunk_size=256, D=None, initial_states=None, return_final_states=False):
@@ -117,7 +149,7 @@ def ssd_chunk_scan(x, dt, A, B, C, chunk_size=256, D=None, initial_states=None, 
         )
         y = torch.cat([y, y_tail], dim=1)
     if D is not None:
-        y = y + x * (D[:, None] if D.dim() == 1 else D)
+        y = torch.addcmul(y, x, D[:, None] if D.dim() == 1 else D)  # one pass: y + x D
     return (y, state) if return_final_states else y
 
 
@@ -235,6 +267,45 @@ def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -
     return _CausalDepthwiseConv.apply(x, w, bias)
 
 
+class _GatedRMSNorm(torch.autograd.Function):
+    """sum over ``dim`` of rmsnorm(y * silu(z)) * weight, per group of ``group_size`` channels (z broadcasts
+    to y; ``dim`` None: no sum). Hand-written backward that keeps y, z and the per-group scale only and
+    recomputes the rest (autograd would keep y * silu(z), its square, the normed value and the sum)."""
+
+    @staticmethod
+    def forward(ctx, y, z, weight, group_size, eps, dim):
+        v = (y * F.silu(z)).unflatten(-1, (-1, group_size))  # (..., groups, group_size)
+        r = torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps)
+        n = v.mul_(r).flatten(-2)
+        out = n.sum(dim) if dim is not None else n
+        ctx.save_for_backward(y, z, weight, r)
+        ctx.group_size, ctx.dim = group_size, dim
+        return out.mul_(weight)
+
+    @staticmethod
+    def backward(ctx, g):
+        y, z, weight, r = ctx.saved_tensors
+        gs, dim = ctx.group_size, ctx.dim
+        sz = F.silu(z)
+        n = (y * sz).unflatten(-1, (-1, gs)).mul_(r)  # the normed value, recomputed
+        if dim is not None:
+            g = g.unsqueeze(dim)  # the same gradient reaches every summed scan
+        gw = (g * n.flatten(-2)).flatten(0, -2).sum(0) if ctx.needs_input_grad[2] else None
+        gn = (g * weight).unflatten(-1, (-1, gs))
+        # d/dv of v * rsqrt(mean(v^2) + eps) applied to gn: r * (gn - n * mean(gn * n))
+        gv = (gn - n * (gn * n).mean(-1, keepdim=True)).mul_(r).flatten(-2)
+        gy = gv * sz
+        gz = None
+        if ctx.needs_input_grad[1]:
+            gz = torch.ops.aten.silu_backward((gv * y).sum_to_size(z.shape), z)
+        return gy, gz, gw, None, None, None
+
+
+def gated_rmsnorm(y, z, weight, group_size, eps, dim=None):
+    """rmsnorm(y * silu(z)) * weight per group (mamba_ssm's norm_before_gate=False), summed over ``dim``."""
+    return _GatedRMSNorm.apply(y, z, weight, group_size, eps, dim)
+
+
 class RMSNormGated(nn.Module):
     """mamba_ssm's gated RMSNorm: norm(x * silu(z)) * weight (norm_before_gate=False), per group."""
 
@@ -247,7 +318,7 @@ class RMSNormGated(nn.Module):
 
     def forward(self, x, z=None):
         if z is not None and not self.norm_before_gate:
-            x = x * F.silu(z)
+            return gated_rmsnorm(x, z, self.weight, self.group_size, self.eps)
         shape = x.shape
         xg = x.reshape(*shape[:-1], shape[-1] // self.group_size, self.group_size)
         xg = xg * torch.rsqrt(xg.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -391,17 +462,11 @@ class Mamba2(nn.Module):
         """Gated RMSNorm (or plain gating when rmsnorm=False)."""
         return self.norm(y, z) if self.rmsnorm else y * F.silu(z)
 
-    def gate_norm_sum(self, ys, z):
-        """sum_i gate_norm(y_i, z) for several scans sharing the gate z (silu(z) and the norm weight once)."""
+    def gate_norm_sum(self, y, z, dim):
+        """gate_norm(y, z) summed over ``dim`` of y: several scans sharing the gate z (broadcast to y)."""
         if not self.rmsnorm or self.norm_before_gate:
-            return sum(self.gate_norm(y, z) for y in ys)
-        sz = F.silu(z)
-        gs, eps = self.norm.group_size, self.norm.eps
-        total = 0
-        for y in ys:
-            yg = (y * sz).unflatten(-1, (-1, gs))  # (..., groups, group_size)
-            total = total + (yg * torch.rsqrt(yg.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2)
-        return total * self.norm.weight
+            return self.gate_norm(y, z).sum(dim)
+        return gated_rmsnorm(y, z, self.norm.weight, self.norm.group_size, self.norm.eps, dim)
 
     def forward(self, u, initial_states=None, return_final_states=False):
         """u: (B, L, d_model) -> (B, L, d_model) [, final SSM state (B, nheads, headdim, d_state)]."""

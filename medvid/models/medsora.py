@@ -37,7 +37,7 @@ from .layers import (
     sincos_2d,
 )
 from .mamba2 import Mamba2
-from .spiral import NUM_ORDERS, order_tensors
+from .spiral import NUM_ORDERS, scan_indices
 
 
 class GatedFusion(nn.Module):
@@ -52,6 +52,25 @@ class GatedFusion(nn.Module):
         return torch.sigmoid(self.gate_F1(yw)) * yw + torch.sigmoid(self.gate_F2(yh)) * yh
 
 
+class _Gather(torch.autograd.Function):
+    """x.index_select(1, index) whose backward is a gather too: ``back`` is the inverse permutation and
+    the ``fold`` copies of every row are summed (index_select's own backward zero-fills and scatters)."""
+
+    @staticmethod
+    def forward(ctx, x, index, back, fold):
+        ctx.save_for_backward(back)
+        ctx.fold = fold
+        return x.index_select(1, index)
+
+    @staticmethod
+    def backward(ctx, g):
+        (back,) = ctx.saved_tensors
+        gx = g.index_select(1, back)  # (B, fold * M, .)
+        if ctx.fold > 1:
+            gx = gx.view(g.shape[0], ctx.fold, -1, g.shape[-1]).sum(1)
+        return gx, None, None, None
+
+
 class SpiralMamba(nn.Module):
     """The spatial branch: one Mamba-2 whose input projection is shared by four spiral scans."""
 
@@ -63,53 +82,37 @@ class SpiralMamba(nn.Module):
         self.gated_fusion = GatedFusion(dim)
         self.orders = (order % NUM_ORDERS, order % NUM_ORDERS + 1)  # a spiral and its reverse
 
-    def _scan(self, xbcdt: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """xbcdt (B, f, H, W, E), z (B, f, H, W, d_inner) -> summed gated-normed scans per grouping."""
-        b, f, hh, ww, _ = xbcdt.shape
-        m = self.mixer
-        groups = (  # (sequences, grid columns, pattern back)
-            (rearrange(xbcdt, "b f h w e -> (b h) (f w) e"), ww, "(b h) (f w) e -> b f h w e"),
-            (rearrange(xbcdt, "b f h w e -> (b w) (f h) e"), hh, "(b w) (f h) e -> b f h w e"),
-        )
-        seqs, invs = [], []
-        for s, cols, _ in groups:
-            for k in self.orders:
-                order, inverse = order_tensors(f, cols, k, s.device)
-                seqs.append(s.index_select(1, order))  # (b*rows, f*cols, E) along the spiral
-                invs.append(inverse)
-        # Scans of equal length share one batched call (always, for square grids).
-        if hh == ww:
-            ys = m.ssm(*torch.cat(seqs).split([m.conv1d.in_channels, m.nheads], dim=-1)).chunk(4)
-        else:
-            ys = [y for pair in (seqs[:2], seqs[2:])
-                  for y in m.ssm(*torch.cat(pair).split([m.conv1d.in_channels, m.nheads], dim=-1)).chunk(2)]
+    def _scan(self, xbcdt: torch.Tensor, z: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
+        """xbcdt (B, f*h*w, E), z (B, f*h*w, d_inner) in token order -> (B, 2, f*h*w, d_inner): the
+        rows and the columns grouping, each the sum of its two gated-normed scans."""
+        b, m = xbcdt.shape[0], self.mixer
         out = []
-        for gi, (_, _, back) in enumerate(groups):
-            pair = [rearrange(ys[2 * gi + j].index_select(1, invs[2 * gi + j]), back, b=b, f=f, h=hh, w=ww)
-                    for j in range(2)]  # both directions back in place: (B, f, H, W, d_inner)
-            out.append(m.gate_norm_sum(pair, z))
-        return out[0], out[1]
+        # One gather lists every scan's sequences (all four when the grid is square: equal lengths).
+        for gather, inverse, placed, s, length in scan_indices(f, h, w, self.orders, xbcdt.device):
+            seqs = _Gather.apply(xbcdt, gather, inverse, s)  # (B, S*f*h*w, E): scan, line, position
+            xBC, dt = seqs.view(-1, length, seqs.shape[-1]).split([m.conv1d.in_channels, m.nheads], dim=-1)
+            y = m.ssm(xBC, dt).view(b, -1, m.d_inner)  # (B, S*f*h*w, d_inner)
+            y = _Gather.apply(y, inverse, placed, 1).view(b, s // 2, 2, -1, m.d_inner)  # back in token order
+            out.append(m.gate_norm_sum(y, z[:, None, None], dim=2))  # (B, S/2, f*h*w, d_inner)
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def forward(self, u: torch.Tensor, layout: Layout) -> torch.Tensor:
         """u: (B, F, N, D) -> (B, F, N, D)."""
-        b, f, n, _ = u.shape
-        fv, ni = layout.video_frames, layout.num_images
-        zxbcdt = rearrange(self.mixer.in_proj(u), "b f (h w) e -> b f h w e", h=layout.h)  # projected once
+        b, f, n, d = u.shape
+        fv, ni, hh, ww = layout
+        zxbcdt = self.mixer.in_proj(u)  # (B, F, N, E): projected once for all four scans
         z, xbcdt = zxbcdt.split([self.mixer.d_inner, zxbcdt.shape[-1] - self.mixer.d_inner], dim=-1)
-        yw, yh = [], []
+        ys = []
         if fv:
-            a, c = self._scan(xbcdt[:, :fv], z[:, :fv])
-            yw.append(a)
-            yh.append(c)
+            ys.append(self._scan(xbcdt[:, :fv].flatten(1, 2), z[:, :fv].flatten(1, 2), fv, hh, ww)
+                      .view(b, 2, fv, n, -1))
         if ni:  # each image alone: (B*num_images, 1, H, W, .)
-            a, c = self._scan(rearrange(xbcdt[:, fv:], "b f h w e -> (b f) 1 h w e"),
-                              rearrange(z[:, fv:], "b f h w e -> (b f) 1 h w e"))
-            yw.append(rearrange(a, "(b f) 1 h w e -> b f h w e", b=b))
-            yh.append(rearrange(c, "(b f) 1 h w e -> b f h w e", b=b))
+            y = self._scan(xbcdt[:, fv:].reshape(b * ni, n, -1), z[:, fv:].reshape(b * ni, n, -1), 1, hh, ww)
+            ys.append(rearrange(y, "(b f) g n e -> b g f n e", b=b))
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=2)  # (B, 2, F, N, d_inner)
         # out_proj is linear, so each grouping's two directions were summed before projecting.
-        yw = self.mixer.out_proj(torch.cat(yw, dim=1) if len(yw) > 1 else yw[0])
-        yh = self.mixer.out_proj(torch.cat(yh, dim=1) if len(yh) > 1 else yh[0])
-        return rearrange(self.gated_fusion(yw, yh), "b f h w d -> b f (h w) d")
+        y = self.mixer.out_proj(y)  # (B, 2, F, N, D)
+        return self.gated_fusion(y[:, 0], y[:, 1])
 
 
 def temporal_mix(mixer: nn.Module, x: torch.Tensor, layout: Layout) -> torch.Tensor:

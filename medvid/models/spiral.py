@@ -72,11 +72,44 @@ def inverse_order(order: list[int]) -> list[int]:
 
 
 @lru_cache(maxsize=None)
-def _pair_tensors(rows: int, cols: int, k: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    fwd = spiral_order(rows, cols, k)
-    return torch.tensor(fwd, device=device), torch.tensor(inverse_order(fwd), device=device)
+def _scan_sets(frames: int, h: int, w: int, orders: tuple[int, ...], device: str):
+    """See ``scan_indices``; cached per grid, orders and device."""
+    n = h * w
+
+    def grouping(k: int, by_rows: bool) -> torch.Tensor:
+        # rows grouping: one (frames x w) grid per token row; columns grouping: one (frames x h) grid per column
+        cols = w if by_rows else h
+        order = torch.tensor(spiral_order(frames, cols, k))
+        fi, along = order // cols, order % cols  # grid cell -> (frame, position along the row/column)
+        line = torch.arange(h if by_rows else w)[:, None]
+        if by_rows:
+            return fi * n + line * w + along  # (h, frames*w): token index of each sequence position
+        return fi * n + along * w + line  # (w, frames*h)
+
+    scans = [(k, by_rows) for by_rows in (True, False) for k in orders]
+    sets = [scans] if h == w else [scans[: len(orders)], scans[len(orders):]]  # equal lengths share a set
+    out = []
+    for group in sets:
+        gather = torch.stack([grouping(k, r).reshape(-1) for k, r in group])  # (S, f*n): scan j, (line, pos)
+        offset = torch.arange(len(group))[:, None] * (frames * n)
+        inverse = torch.argsort(gather, dim=1) + offset
+        length = frames * (w if group[0][1] else h)
+        out.append(tuple(v.reshape(-1).to(device) for v in (gather, inverse, gather + offset)) + (len(group), length))
+    return tuple(out)
 
 
-def order_tensors(rows: int, cols: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(order, inverse) of spiral order ``k`` as long tensors on ``device`` (cached)."""
-    return _pair_tensors(rows, cols, k, str(device))
+def scan_indices(frames: int, h: int, w: int, orders: tuple[int, ...], device: torch.device):
+    """Gather indices for all spiral scans of a (frames, h, w) token grid, in sets of equal length.
+
+    The scans are, in this order: each order in ``orders`` over the rows grouping (one frames x w grid
+    per token row), then each over the columns grouping (one frames x h grid per column). Scans of
+    one length form one set (one set when h == w, else one per grouping). Per set, with S scans:
+
+    * ``gather`` (S*f*n,): ``tokens[:, gather]`` (tokens flattened row-major over (frame, row, col))
+      lists scan j's sequences one after another, so viewed as (S * lines, length) they are the
+      sequences to scan;
+    * ``inverse`` (S*f*n,): ``seqs[:, inverse]`` puts them back: (S, f*n) in token order;
+    * ``placed`` (S*f*n,): ``gather`` plus j*f*n for scan j, the inverse permutation of ``inverse``.
+    Returns a tuple of (gather, inverse, placed, S, sequence length) per set.
+    """
+    return _scan_sets(frames, h, w, tuple(orders), str(device))

@@ -105,6 +105,20 @@ def test_spiral_branch_equals_four_full_mamba_passes(hw, num_images, block):
     assert torch.allclose(sm(u, layout), _naive_spiral_branch(sm, u, layout), atol=1e-10)
 
 
+@pytest.mark.parametrize("hw,num_images", [((4, 4), 1), ((2, 4), 0)])
+def test_spiral_branch_gradients_equal_four_full_mamba_passes(hw, num_images):
+    m = create_model("medsora-s", **TINY).double()
+    sm = _wake(m).blocks[1].spatial_mamba
+    u = torch.randn(2, 3 + num_images, hw[0] * hw[1], 64, dtype=torch.float64, requires_grad=True)
+    layout = Layout(3, num_images, *hw)
+    w = torch.randn(u.shape, dtype=torch.float64)
+    params = [u] + list(sm.parameters())
+    ours = torch.autograd.grad((sm(u, layout) * w).sum(), params)
+    ref = torch.autograd.grad((_naive_spiral_branch(sm, u, layout) * w).sum(), params)
+    for a, r in zip(ours, ref):
+        assert torch.allclose(a, r, atol=1e-10)
+
+
 @pytest.mark.parametrize("name", ["medsora-s", "stdit-s"])
 def test_images_are_not_mixed_with_the_video_or_each_other(name):
     m = _wake(_tiny(name)).eval()

@@ -168,3 +168,21 @@ def test_causal_conv_equals_torch_conv1d_with_gradients(length):
     assert torch.allclose(ours, ref, atol=1e-12)
     for a, r in zip(torch.autograd.grad(ours, (x, w, b), g), torch.autograd.grad(ref, (x, w, b), g)):
         assert torch.allclose(a, r, atol=1e-12)
+
+
+@pytest.mark.parametrize("group_size,dim", [(8, None), (4, 2)])
+def test_gated_rmsnorm_forward_and_backward_equal_autograd_of_the_formula(group_size, dim):
+    from medvid.models.mamba2 import gated_rmsnorm
+
+    gen = torch.Generator().manual_seed(4)
+    y = torch.randn(2, 2, 2, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(2, 1, 1, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = (y * torch.nn.functional.silu(z)).unflatten(-1, (-1, group_size))
+    ref = (v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5)).flatten(-2)
+    ref = (ref.sum(dim) if dim is not None else ref) * w
+    out = gated_rmsnorm(y, z, w, group_size, 1e-5, dim)
+    assert torch.allclose(out, ref, atol=1e-12)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    for a, r in zip(torch.autograd.grad(out, (y, z, w), g), torch.autograd.grad(ref, (y, z, w), g)):
+        assert torch.allclose(a, r, atol=1e-12)
