@@ -14,7 +14,7 @@ import sys
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("medvid.demo", "run the whole pipeline on the embedded echocardiograms"),
+    "demo": ("medvid.demo", "run the whole pipeline on the embedded echocardiograms (or --source DIR: your own videos)"),
     "prepare": ("medvid.data.prepare", "scan videos and write a manifest + report"),
     "curate": ("medvid.curation.curate", "cut raw footage into clean clips with filters"),
     "caption": ("medvid.vlm.caption", "caption clips with a vision-language model"),
