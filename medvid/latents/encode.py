@@ -55,8 +55,8 @@ def encode(
     splits: tuple[str, ...] = ("train", "val"),
     clips_per_video: int = 1,
     num_frames: int = 16,
-    frame_stride: int = 3,
-    resolution: int = 128,
+    frame_stride: int | None = None,
+    resolution: int | None = None,
     num_images: int = 8,
     seed: int = 0,
     short_policy: str = "loop",
@@ -67,7 +67,11 @@ def encode(
     dtype: str = "float32",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Encode the clips of a manifest (or prepared folder) into ``out``; return a summary."""
+    """Encode the clips of a manifest (or prepared folder) into ``out``; return a summary.
+
+    ``resolution`` and ``frame_stride`` default to what the VAE was trained with (its folder's
+    ``medvid_training.json``), else 128 and 3; a value that disagrees with that record is refused.
+    """
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
@@ -77,6 +81,11 @@ def encode(
         raise ValueError(f"shard_size={shard_size}, batch_size={batch_size}: both must be >= 1")
     manifest = resolve_manifest(source)
     entries = read_manifest(manifest)
+    from medvid.utils.settings import pick, vae_settings
+
+    rec = vae_settings(vae)
+    resolution = pick("--resolution", resolution, rec.get("resolution"), 128, f"the VAE {vae}")
+    frame_stride = pick("--frame-stride", frame_stride, rec.get("frame_stride"), 3, f"the VAE {vae}")
     vae = vae if isinstance(vae, VideoVAE) else load_vae(vae)
     vae.eval()
     if resolution % vae.spatial_compression:
@@ -199,8 +208,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", default="train,val", help="comma-separated splits to encode")
     parser.add_argument("--clips-per-video", type=int, default=1)
     parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--frame-stride", type=int, default=3)
-    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--frame-stride", type=int, default=None, help="unset: what the VAE was trained with, else 3")
+    parser.add_argument("--resolution", type=int, default=None, help="unset: what the VAE was trained with, else 128")
     parser.add_argument("--num-images", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--short-policy", choices=("loop", "stride"), default="loop")

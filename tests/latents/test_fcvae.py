@@ -166,3 +166,19 @@ def test_random_vae_needs_from_scratch_which_records_its_settings(manifest, tmp_
                                                      "num_frames": 9, "frame_stride": 1, "trainable": "compensation"}
     assert cli.main(argv + ["--from-scratch", "--out", str(tmp_path / "cli2"), "--compensation-steps", "1"]) == 0
     assert (tmp_path / "cli2" / "vae" / "compensation.safetensors").is_file()
+
+
+def test_vae_eval_follows_the_vae_and_honours_num_clips(manifest, tmp_path):
+    from medvid.latents.train_vae import train_vae_from_scratch
+    from medvid.utils.settings import SettingsMismatch
+
+    kw = {k: v for k, v in KW.items() if k not in ("vae", "lr", "num_images")}
+    train_vae_from_scratch(manifest, tmp_path / "s", vae="tiny:3", steps=1, compensation_steps=1, num_images=0, **kw)
+    vae = tmp_path / "s" / "vae"
+    res = evaluate_vae(manifest, vae, tmp_path / "eval", split="train", num_clips=5, progress=False)
+    # 16 px, 9 frames, stride 1 as trained (not the 128 / 17 / 3 fallbacks), and 5 clips over the 2 videos.
+    assert (res["resolution"], res["num_frames"], res["frame_stride"]) == (16, 9, 1)
+    assert res["clips"] == 5 and len(res["per_clip"]) == 5
+    assert {c["clip_id"].split("@")[0] for c in res["per_clip"]} == {"v0", "v1"}
+    with pytest.raises(SettingsMismatch, match="--resolution 32 disagrees .* --resolution 16"):
+        evaluate_vae(manifest, vae, tmp_path / "e2", resolution=32, progress=False)
