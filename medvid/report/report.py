@@ -231,6 +231,32 @@ def _metrics_table(res: dict) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def _references_table(res: dict) -> str:
+    """The generated samples next to the reference rows, computed against the same real clips."""
+    refs = res.get("references") or {}
+    if not refs:
+        return ""
+    names = list(res.get("metrics", {}))
+    rows = {"generated samples": {"metrics": res.get("metrics", {})}, **refs}
+    body = []
+    for row, r in rows.items():
+        cells = []
+        for m in names:
+            v = r["metrics"].get(m)
+            if v is None:
+                cells.append("<td class='num'>–</td>")
+                continue
+            ci = v.get("ci")
+            cells.append(f"<td class='num'>{_esc(_fmt(v.get('value')))}"
+                         + (f" <span class='muted'>[{_esc(_fmt(ci[0]))}, {_esc(_fmt(ci[1]))}]</span>" if ci else "") + "</td>")
+        body.append(f"<tr><td><b>{_esc(row)}</b></td>{''.join(cells)}</tr>")
+    return ("<h2>Reference rows</h2><p class='muted'>Every row against the same held-out real clips, with the same "
+            "protocol: a copy of the training data is what a perfect model scores, the noisy copy a trivial baseline, "
+            "and the VAE round trip what the latent space alone costs (samples cannot beat it).</p>"
+            "<table id='references'><thead><tr><th>row</th>" + "".join(f"<th>{_esc(m)}</th>" for m in names)
+            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+
+
 def _judge_table(fake_dir: Path) -> str:
     f = fake_dir / "judge.json"
     if not f.is_file():
@@ -364,7 +390,7 @@ def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, 
         f"{', %d too short' % fake_d['dropped_short'] if fake_d.get('dropped_short') else ''}) · "
         f"{settings.get('clip_length', 16)}-frame clips · seed {settings.get('seed', 0)} · "
         f"{results.get('total_seconds', '?')} s</div>",
-        "<h2>Metrics</h2>", _metrics_table(results),
+        "<h2>Metrics</h2>", _metrics_table(results), _references_table(results),
         "<p class='muted'>Distances: lower is better; intervals are percentile bootstrap intervals over clips/frames "
         "(both sets resampled). fd_effnet_* use EfficientNet-Lite0 ImageNet features and are not comparable with "
         "published FID/FVD numbers. Consistency scores are in [0, 1] (MedSora reports FC in percent).</p>",

@@ -116,7 +116,8 @@ def generate_to_dir(
                 continue
             paths.append(write_mp4(frames, out_dir / f"video_{k:04d}.mp4", fps=spec.fps))
             write_gif(frames, out_dir / f"video_{k:04d}.gif", fps=spec.fps)
-            np.savez_compressed(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy())
+            np.savez_compressed(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy(),
+                                fps=np.asarray(spec.fps))
             if len(sheet_rows) < SHEET_ROWS:
                 idx = np.linspace(0, len(frames) - 1, min(SHEET_FRAMES, len(frames))).round().astype(int)
                 sheet_rows.append(frames[idx])
@@ -190,7 +191,7 @@ def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: st
 
     protocol = run_protocol(config)
     meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights,
-            "protocol": protocol}
+            "protocol": protocol, "vae": spec_vae if isinstance(spec_vae, (str, dict)) else None}
     # A frame rate set in the run's config wins; else the clips' own (the videos' fps / frame stride); else 8.
     fps = sample_cfg.get("fps")
     if fps in (None, SampleConfigDefaults.fps):
