@@ -116,3 +116,15 @@ def test_cpu_section_runs_as_written(tmp_path, monkeypatch):
     assert metrics["settings"]["real_protocol"]["resolution"] == 64
     assert len(metrics["references"]) == 3  # training clips, noisy copy, VAE round trip
     assert "fd_effnet_clip" in metrics["metrics"]
+
+
+@pytest.mark.parametrize("command", ["prepare", "train-vae", "vae-eval", "encode", "sample", "evaluate", "demo"])
+def test_every_help_shows_defaults(command, capsys):
+    parser = build_parser(command)
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    text = "".join(capsys.readouterr().out.split())  # wrapping may split a long default
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        if action.option_strings and action.nargs != 0 and action.default not in (None, "==SUPPRESS=="):
+            assert f"default:{action.default}".replace(" ", "") in text or "default" in (action.help or "").lower(), action.dest
