@@ -110,11 +110,11 @@ KW = dict(batch_size=1, lr=1e-3, num_frames=9, frame_stride=1, resolution=16, nu
 
 
 def test_train_vae_resumes_exactly_and_evaluates(manifest, base_folder, tmp_path):
-    KW["vae"] = base_folder
-    straight = train_vae(manifest, tmp_path / "a", steps=4, **KW)
+    kw = {**KW, "vae": base_folder}
+    straight = train_vae(manifest, tmp_path / "a", steps=4, **kw)
     assert straight["trainable_parameters"] > 0 and "LPIPS" in straight["perceptual"]
-    train_vae(manifest, tmp_path / "b", steps=2, **KW)
-    resumed = train_vae(manifest, tmp_path / "b", steps=4, **KW)
+    train_vae(manifest, tmp_path / "b", steps=2, **kw)
+    resumed = train_vae(manifest, tmp_path / "b", steps=4, **kw)
     assert resumed["resumed_from"] == 2
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
     from safetensors.torch import load_file
@@ -133,17 +133,17 @@ def test_train_vae_resumes_exactly_and_evaluates(manifest, base_folder, tmp_path
 
 
 def test_eval_of_untrained_compensation_has_zero_delta(manifest, base_folder, tmp_path):
-    KW["vae"] = base_folder
+    kw = {**KW, "vae": base_folder}
     fc = compensated_video_vae(tiny_vae(seed=0, num_blocks=3))
     fc.save(tmp_path / "vae")
     res = evaluate_vae(manifest, tmp_path / "vae", tmp_path / "eval", num_clips=1, num_frames=9, frame_stride=1,
                        resolution=16, progress=False)
     assert res["delta"] == {"psnr": 0.0, "ssim": 0.0}
     # a compensated folder is fine-tuned further (its own blocks), not wrapped twice
-    again = train_vae(manifest, tmp_path / "c", steps=1, **{**KW, "vae": str(tmp_path / "vae"), "num_images": 0})
+    again = train_vae(manifest, tmp_path / "c", steps=1, **{**kw, "vae": str(tmp_path / "vae"), "num_images": 0})
     assert again["trainable_parameters"] == sum(p.numel() for p in fc.vae.trainable_parameters())
     with pytest.raises(ValueError, match="1 \\+ 8k"):
-        train_vae(manifest, tmp_path / "x", steps=1, **{**KW, "num_frames": 5})
+        train_vae(manifest, tmp_path / "x", steps=1, **{**kw, "num_frames": 5})
 
 
 def test_random_vae_needs_from_scratch_which_records_its_settings(manifest, tmp_path, capsys):
@@ -182,3 +182,20 @@ def test_vae_eval_follows_the_vae_and_honours_num_clips(manifest, tmp_path):
     assert {c["clip_id"].split("@")[0] for c in res["per_clip"]} == {"v0", "v1"}
     with pytest.raises(SettingsMismatch, match="--resolution 32 disagrees .* --resolution 16"):
         evaluate_vae(manifest, vae, tmp_path / "e2", resolution=32, progress=False)
+
+
+def test_bf16_cosine_training_resumes_exactly_and_follows_the_schedule(manifest, tmp_path):
+    from medvid.latents.train_vae import lr_factor
+
+    kw = {**KW, "precision": "bf16", "lr_schedule": "cosine", "trainable": "base", "num_images": 0, "batch_size": 2}
+    straight = train_vae(manifest, tmp_path / "a", steps=4, **kw)
+    train_vae(manifest, tmp_path / "b", steps=2, **kw)
+    resumed = train_vae(manifest, tmp_path / "b", steps=4, **kw)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    # 5 % warm-up (at least one step), cosine to 0 at the end
+    f = [lr_factor("cosine", s, 100) for s in range(100)]
+    assert f[0] == pytest.approx(0.2) and f[4] == pytest.approx(1.0) and f[-1] < 1e-3
+    assert all(a >= b for a, b in zip(f[4:], f[5:]))
+    assert lr_factor("constant", 50, 100) == 1.0
+    with pytest.raises(ValueError, match="precision"):
+        train_vae(manifest, tmp_path / "x", steps=1, **{**KW, "precision": "fp16"})

@@ -58,7 +58,7 @@ def test_prepared_real_is_cut_at_the_samples_protocol_with_reference_rows(prepar
     copy = next(r for k, r in refs.items() if "noise" not in k)["metrics"]["fd_effnet_frame"]["value"]
     assert noisy > copy
     html = (out / "report.html").read_text()
-    assert "Reference rows" in html and "trivial baseline" in html
+    assert "Against reference rows" in html and "trivial baseline" in html and "through the VAE" in html
     # A stride that disagrees with the samples is refused with both values.
     with pytest.raises(ValueError, match="--frame-stride 1 disagrees.*--frame-stride 3"):
         evaluate(prepared, fake, ["fd_effnet_frame"], tmp_path / "o2", frame_stride=1, num_clips=2)
