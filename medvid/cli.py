@@ -22,7 +22,7 @@ import sys
 
 # name -> (module, one-line help). Order is the order of the pipeline.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("medvid.demo", "run the whole pipeline on the embedded echocardiograms"),
+    "demo": ("medvid.demo", "run the whole pipeline on the embedded echocardiograms (or --source DIR: your own videos)"),
     "prepare": ("medvid.data.prepare", "scan videos and write a manifest + report"),
     "curate": ("medvid.curation.curate", "cut raw footage into clean clips with filters"),
     "caption": ("medvid.vlm.caption", "caption clips with a vision-language model"),
@@ -43,6 +43,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in ``--help``; not repeated where the help text already states it, and
+    not for on/off switches (their default is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.nargs == 0 or "default" in text.lower() or (action.default is None and text):
+            return text  # a None default is explained by the help text ("unset: ...")
+        return super()._get_help_string(action)
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Options declared without help text still show their default."""
+    for action in parser._actions:
+        if action.option_strings and action.help is None and action.nargs != 0 and action.default is not argparse.SUPPRESS:
+            action.help = "(default: %(default)s)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medvid", description=__doc__.splitlines()[0])
     from medvid import __version__
@@ -52,10 +70,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="show the Python traceback of bad-input errors too (or set MEDVID_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        # Every subcommand's --help shows each flag's default.
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=DefaultsHelpFormatter)
         if name == only:
             mod = importlib.import_module(module)
             mod.configure(p)
+            _show_defaults(p)
             p.set_defaults(_main=mod.main)
     return parser
 

@@ -5,6 +5,10 @@ that optical flow needs (17 in all), shorter side resized to 128 (bilinear, anti
 torchvision's ``Resize`` on tensors), centre crop, values in [-1, 1], random horizontal flip; for
 joint image-video training 8 single frames from *other* videos.
 
+Segments: a manifest line with ``start_frame`` / ``end_frame`` (``medvid prepare --holdout-tail``)
+is a part of its file; clips, looping and joint-training images stay inside it, so the held-out tail
+of a video never leaks into its training clips.
+
 Determinism: everything random about item ``i`` (clip start, flip, which images) comes from a
 generator seeded with ``(seed, epoch, i)``, so results do not depend on the number of DataLoader
 workers or the order in which they ask for items. Call ``set_epoch`` before each epoch (with
@@ -244,8 +248,9 @@ class ClipDataset(Dataset):
         r = self._readers.pop(path, None)
         if r is None:
             r = open_video(path, fps=self.entries[v].get("fps"))
-            if r.num_frames != int(self.entries[v]["num_frames"]):
-                log.warning("%s: %d frames now, %s in the manifest", path, r.num_frames, self.entries[v]["num_frames"])
+            expected = int(self.entries[v].get("source_frames", self.entries[v]["num_frames"]))
+            if r.num_frames != expected:
+                log.warning("%s: %d frames now, %s in the manifest", path, r.num_frames, expected)
         self._readers[path] = r
         while len(self._readers) > self.max_open_readers:
             _, old = self._readers.popitem(last=False)
@@ -258,8 +263,12 @@ class ClipDataset(Dataset):
             raise KeyError(f"video {video_id!r} is not in {self.source} (split {self.split!r})")
         v = self.by_id[video_id]
         n = int(self.entries[v]["num_frames"])
-        idx = clip_frame_indices(n, start, stride, length or self.clip_length)
+        idx = clip_frame_indices(n, start, stride, length or self.clip_length) + self._first_frame(v)
         return resize_center_crop(self._reader(v).read(idx), self.resolution, hflip=hflip)
+
+    def _first_frame(self, v: int) -> int:
+        """Offset of video ``v``'s frame 0 in its file (non-zero for a segment)."""
+        return int(self.entries[v].get("start_frame", 0))
 
     def get_clip(self, clip_id: str, length: int | None = None) -> dict[str, Any]:
         """Rebuild a clip from its id (the flow-feature cache uses this to line up with latents)."""
@@ -272,6 +281,7 @@ class ClipDataset(Dataset):
         video = self.read_clip(spec["video_id"], spec["start"], spec["stride"], spec["hflip"])
         images = []
         for w, frame, flip in spec["images"]:
+            frame += self._first_frame(w)
             images.append(resize_center_crop(self._reader(w).read([frame]), self.resolution, hflip=flip)[0])
         r = self.resolution
         entry = self.entries[spec["video_index"]]

@@ -1,7 +1,9 @@
 """``manifest.jsonl``: one JSON object per usable video, written by ``medvid prepare``.
 
 Fields: ``path`` (relative to the manifest's folder, or absolute), ``id``, ``num_frames``, ``fps``,
-``height``, ``width``, ``duration``, ``split`` ("train"/"val"), optional caption fields
+``height``, ``width``, ``duration``, ``split`` ("train"/"val"), optional ``start_frame`` /
+``end_frame`` (a segment of the file, end exclusive; ``num_frames`` is then the segment's length,
+written by ``medvid prepare --holdout-tail``), optional caption fields
 (``caption``, ``brief_caption``, ``detailed_caption``, ``category``, ...) and scores.
 
 Relative paths must stay inside the data root (the manifest's folder unless ``root`` is given): a
@@ -99,6 +101,13 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         if entry["id"] in seen:
             raise ManifestError(f"{where}: duplicate id {entry['id']!r}; ids must be unique")
         seen.add(entry["id"])
+        if "start_frame" in entry or "end_frame" in entry:
+            a, b = int(entry.get("start_frame", 0)), int(entry.get("end_frame", -1))
+            if not 0 <= a < b or b - a != int(entry["num_frames"]):
+                raise ManifestError(
+                    f"{where}: segment start_frame={entry.get('start_frame')} end_frame={entry.get('end_frame')} "
+                    f"does not match num_frames={entry['num_frames']}; re-run `medvid prepare`"
+                )
         entry.setdefault("duration", entry["num_frames"] / entry["fps"] if entry["fps"] else 0.0)
         entries.append(entry)
     return entries

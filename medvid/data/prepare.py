@@ -13,6 +13,12 @@ modification time: a re-run after new files arrive probes only the new ones, and
 continues where it stopped. The manifest and report are rewritten atomically (also periodically
 during a long run), so nothing already prepared is lost.
 
+``holdout_tail`` (``--holdout-tail FRACTION``) splits every video in time instead of by video: its
+first frames become a ``train`` segment and its last ``FRACTION`` of frames a ``val`` segment, so
+one video is enough to train and to evaluate on frames the model never saw. Each segment is one
+manifest line pointing at the same file, with ``start_frame`` / ``end_frame`` (end exclusive) and
+``num_frames`` = its length; ``ClipDataset`` reads clips only inside a segment.
+
 Exit status: 0 when at least one video is usable, 1 when none is (the message says why), 2 for a
 bad argument (SRC missing, unreadable metadata file).
 """
@@ -250,11 +256,13 @@ def prepare(
     root: str | os.PathLike | None = None,
     flush_every: int = 100,
     progress: bool = True,
+    holdout_tail: float = 0.0,
 ) -> dict[str, Any]:
     """Scan ``src`` and write ``out/manifest.jsonl`` + ``out/report.json``; return the summary.
 
     ``root`` bounds the paths a metadata file may point to (default: the metadata file's folder).
-    ``fps`` is the frame rate given to frame folders (which carry none).
+    ``fps`` is the frame rate given to frame folders (which carry none). ``holdout_tail`` > 0
+    splits each video in time (see the module docstring) and replaces the per-video split.
     """
     from tqdm import tqdm
 
@@ -263,6 +271,8 @@ def prepare(
         raise ValueError(f"{src}: does not exist; give a folder of videos or a CSV/JSON/JSONL metadata file")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction={val_fraction}: must be in [0, 1)")
+    if not 0.0 <= holdout_tail < 1.0:
+        raise ValueError(f"--holdout-tail {holdout_tail}: must be in [0, 1) (e.g. 0.25 holds out the last quarter)")
     out.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
         candidates, ignored = _scan_folder(src, out)
@@ -310,14 +320,31 @@ def prepare(
                 n_new += 1
             results.append((cand, rec))
             if flush_every and (i + 1) % flush_every == 0 and time.monotonic() - last_flush > 10:
-                _write_outputs(out, results, ignored, val_fraction, seed, final=False)
+                _write_outputs(out, results, ignored, val_fraction, seed, final=False, holdout_tail=holdout_tail)
                 last_flush = time.monotonic()
-    summary = _write_outputs(out, results, ignored, val_fraction, seed, final=True)
+    summary = _write_outputs(out, results, ignored, val_fraction, seed, final=True, holdout_tail=holdout_tail)
     summary["probed"] = n_new
+    for split in SPLITS:
+        if summary["kept"] and not summary[split]:
+            hint = ("add videos or raise --val-fraction, or hold out the end of every video with --holdout-tail 0.25"
+                    if split == "val" else "add videos or lower --val-fraction / --holdout-tail")
+            log.warning("%s: the %r split is empty (%d usable video(s)); %s", out, split, summary["kept"], hint)
+            summary.setdefault("warnings", []).append(f"the {split!r} split is empty; {hint}")
     return summary
 
 
-def _write_outputs(out: Path, results, ignored, val_fraction: float, seed: int, final: bool) -> dict[str, Any]:
+def segments_for(num_frames: int, holdout_tail: float) -> list[tuple[str, int, int]]:
+    """``[(split, start, end), ...]`` of one video split in time: the last ``holdout_tail`` of its
+    frames (at least one) are held out; a video too short to give both parts stays whole in train."""
+    n_val = max(1, int(round(num_frames * holdout_tail)))
+    cut = num_frames - n_val
+    if cut < 1:
+        return [("train", 0, num_frames)]
+    return [("train", 0, cut), ("val", cut, num_frames)]
+
+
+def _write_outputs(out: Path, results, ignored, val_fraction: float, seed: int, final: bool,
+                   holdout_tail: float = 0.0) -> dict[str, Any]:
     """Dedupe by content hash, assign ids and splits, write manifest and report atomically."""
     manifest: list[dict[str, Any]] = []
     report: list[dict[str, Any]] = []
@@ -348,6 +375,24 @@ def _write_outputs(out: Path, results, ignored, val_fraction: float, seed: int, 
         ids.add(vid)
         path = os.path.relpath(cand.path, out) if is_within(cand.path, out) else cand.path
         fields = dict(cand.fields)
+        if holdout_tail > 0:
+            fields.pop("split", None)
+            n = int(rec["info"]["num_frames"])
+            segs = segments_for(n, holdout_tail)
+            for split, a, b in segs:
+                seg_id = f"{vid}.{'head' if split == 'train' else 'tail'}"
+                ids.add(seg_id)
+                info = {**rec["info"], "num_frames": b - a, "duration": round((b - a) / rec["info"]["fps"], 6)
+                        if rec["info"]["fps"] else 0.0}
+                manifest.append({"path": path, "id": seg_id, **info, "split": split, "start_frame": a, "end_frame": b,
+                                 "source_frames": n, "video": vid, "sha256": rec["sha256"], **fields})
+            item.update(id=vid, split="+".join(s for s, _, _ in segs), segments=[[s, a, b] for s, a, b in segs])
+            if len(segs) == 1:
+                warnings.append(f"only {n} frame(s): too short to hold out a tail, kept whole in train")
+            if warnings:
+                item["warnings"] = warnings
+            report.append(item)
+            continue
         split = fields.pop("split", None) or split_for(vid, val_fraction, seed)
         entry = {"path": path, "id": vid, **rec["info"], "split": split, "sha256": rec["sha256"], **fields}
         manifest.append(entry)
@@ -362,6 +407,7 @@ def _write_outputs(out: Path, results, ignored, val_fraction: float, seed: int, 
         "skipped": len(report) - kept,
         "train": sum(1 for e in manifest if e["split"] == "train"),
         "val": sum(1 for e in manifest if e["split"] == "val"),
+        "holdout_tail": holdout_tail,
         "complete": final,
         "manifest": str(out / "manifest.jsonl"),
         "report": str(out / "report.json"),
@@ -375,6 +421,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="folder of videos (recursive) or CSV/JSON/JSONL metadata file")
     parser.add_argument("out", help="output folder for manifest.jsonl and report.json")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of videos in the validation split")
+    parser.add_argument("--holdout-tail", type=float, default=0.0, metavar="FRACTION",
+                        help="hold out the last FRACTION of every video as the val split (e.g. 0.25), instead of "
+                             "holding out whole videos; one video is then enough to train and evaluate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val split")
     parser.add_argument("--min-frames", type=int, default=2, help="skip videos with fewer frames")
     parser.add_argument("--min-side", type=int, default=16, help="skip videos whose shorter side is smaller")
@@ -389,15 +438,18 @@ def main(args: argparse.Namespace) -> int:
         summary = prepare(
             args.src, args.out, val_fraction=args.val_fraction, seed=args.seed, min_frames=args.min_frames,
             min_side=args.min_side, max_side=args.max_side, fps=args.fps, root=args.root,
-            progress=not args.no_progress,
+            progress=not args.no_progress, holdout_tail=args.holdout_tail,
         )
     except ValueError as e:
         print(f"medvid prepare: {e}", file=sys.stderr)
         return 2
+    unit = "segment" if args.holdout_tail > 0 else "video"
     print(
-        f"{summary['kept']} usable video(s) ({summary['train']} train, {summary['val']} val), "
+        f"{summary['kept']} usable video(s) ({summary['train']} train, {summary['val']} val {unit}s), "
         f"{summary['skipped']} skipped; see {summary['report']}"
     )
+    for w in summary.get("warnings", []):
+        print(f"medvid prepare: warning: {w}")
     if summary["kept"] == 0:
         print(f"medvid prepare: no usable video in {args.src}; the reasons are listed in {summary['report']}",
               file=sys.stderr)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medvid.demo.source import SourceError, prepare_source
 from medvid.demo.stages import StageRunner
 from medvid.utils.logging import get_logger, setup_logging
 
@@ -45,6 +46,8 @@ class DemoConfig:
     """Sizes of the CPU demo. The paper's shapes are in configs/*.yaml; these are ~1000x smaller."""
 
     minutes: float = 12.0  # total budget; training stages get what the fixed stages leave
+    source: str | None = None  # a folder of the user's own videos instead of the embedded echocardiogram
+    holdout_tail: float = 0.25  # with `source`: the last quarter of every video is held out
     resolution: int = 64  # pixels; the 4x-spatial tiny VAE gives 16x16 latents = 64 tokens/frame (as the paper)
     num_frames: int = 16
     frame_stride: int = 3  # 30 fps echo -> 10 fps clips, 16 frames ~ 1.6 s ~ 1.5-2 heartbeats
@@ -109,6 +112,9 @@ def _probed(folder: Path, fn) -> float:
 
 def stage_data(cfg: DemoConfig, out: Path) -> dict[str, Any]:
     from medvid.data.prepare import prepare
+
+    if cfg.source is not None:
+        return prepare_source(cfg.source, out, holdout_tail=cfg.holdout_tail)
     from medvid.demo.echo import export_echo_dataset
 
     info = export_echo_dataset(out / "data" / "echo")
@@ -311,7 +317,12 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig | None = None, fresh
     (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     runner = StageRunner(out, log=log.info)
     t0 = time.perf_counter()
-    data = runner.run("data", lambda: stage_data(cfg, out), "export the echocardiogram and prepare clips")
+    data = runner.run("data", lambda: stage_data(cfg, out), "export the echocardiogram and prepare clips"
+                      if cfg.source is None else f"prepare the videos in {cfg.source} (train / held-out tail)")
+    made_from = data.get("source")
+    if made_from != (str(Path(cfg.source).expanduser().resolve()) if cfg.source else None):
+        raise SourceError(f"{out} holds a demo run on {made_from or 'the embedded echocardiogram'}; "
+                         "use another --out or --fresh to start over")
     vae = runner.run("vae", lambda: stage_vae(cfg, out, data["prepared"]),
                      "train a small video VAE, then its frequency-compensation modules")
     enc = runner.run("encode", lambda: stage_encode(cfg, out, data["prepared"], vae["vae_folder"]),
@@ -352,12 +363,22 @@ def print_summary(summary: dict[str, Any]) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--minutes", type=float, default=DemoConfig.minutes,
-                        help="time budget; training stages are sized to fit it (default 12)")
+                        help="time budget; training stages are sized to fit it")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--source", default=None, metavar="DIR",
+                        help="your own videos (mp4/avi/mov/mkv, DICOM cine, NIfTI 4D, frame folders) instead of the "
+                             "embedded echocardiogram; each video's last --holdout-tail is held out for evaluation")
+    parser.add_argument("--holdout-tail", type=float, default=DemoConfig.holdout_tail, metavar="FRACTION",
+                        help="with --source: the share of every video held out (its last frames)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def main(args: argparse.Namespace) -> int:
-    summary = run_demo(args.out, DemoConfig(minutes=args.minutes, seed=args.seed), fresh=args.fresh)
+    try:
+        summary = run_demo(args.out, DemoConfig(minutes=args.minutes, seed=args.seed, source=args.source,
+                                                holdout_tail=args.holdout_tail), fresh=args.fresh)
+    except SourceError as e:
+        print(f"medvid demo: {e}")
+        return 2
     print_summary(summary)
     return 0

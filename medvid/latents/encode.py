@@ -208,8 +208,8 @@ def encode(
     splits: tuple[str, ...] = ("train", "val"),
     clips_per_video: int | None = None,
     num_frames: int = 16,
-    frame_stride: int = 3,
-    resolution: int = 128,
+    frame_stride: int | None = None,
+    resolution: int | None = None,
     num_images: int = 8,
     image_pool: int = 16,
     flips: str = "both",
@@ -227,6 +227,8 @@ def encode(
     """Encode the clips of a manifest (or prepared folder) into ``out``; return a summary.
 
     See the module docstring for what is cached. ``hflip=False`` is ``flips="none"``.
+    ``resolution`` and ``frame_stride`` default to what the VAE was trained with (its folder's
+    ``medvid_training.json``), else 128 and 3; a value that disagrees with that record is refused.
     """
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -244,6 +246,11 @@ def encode(
     pool = image_pool if num_images else 0
     manifest = resolve_manifest(source)
     entries = read_manifest(manifest)
+    from medvid.utils.settings import pick, vae_settings
+
+    rec = vae_settings(vae)
+    resolution = pick("--resolution", resolution, rec.get("resolution"), 128, f"the VAE {vae}")
+    frame_stride = pick("--frame-stride", frame_stride, rec.get("frame_stride"), 3, f"the VAE {vae}")
     vae = vae if isinstance(vae, VideoVAE) else load_vae(vae)
     vae.eval()
     if resolution % vae.spatial_compression:
@@ -455,8 +462,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clips-per-video", type=lambda v: None if v == "auto" else int(v), default=None,
                         help="windows per video: 'auto' (default: evenly over the whole video, none left out) or N")
     parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--frame-stride", type=int, default=3)
-    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--frame-stride", type=int, default=None, help="unset: what the VAE was trained with, else 3")
+    parser.add_argument("--resolution", type=int, default=None, help="unset: what the VAE was trained with, else 128")
     parser.add_argument("--num-images", type=int, default=8, help="joint-training images per item (0: none)")
     parser.add_argument("--image-pool", type=int, default=16,
                         help="frames per video encoded alone, drawn among for --num-images every epoch "

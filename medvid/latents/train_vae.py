@@ -4,6 +4,15 @@ The base VAE stays frozen; only the compensation blocks train (``trainable="comp
 paper's recipe). ``trainable="base"`` / ``"both"`` exist for comparisons (plain fine-tuning of the
 base with the same loss and step budget, see benchmarks/vae.py).
 
+Without pretrained weights (``--vae tiny[:N]``, a random CogVideoX-family VAE) the compensation
+blocks alone cannot learn anything: the frozen random base encodes nothing worth compensating. That
+combination is refused; ``--from-scratch`` (``train_vae_from_scratch``) is the recipe for it: the
+base trains first (``OUT/base``, lr 1e-3), then the compensation blocks on the frozen result (lr
+1e-4), and ``OUT/vae`` is the compensated VAE, as after fine-tuning a pretrained one.
+
+The VAE folder records what it was trained with (``OUT/vae/medvid_training.json``: resolution,
+frames, stride); ``vae-eval`` and ``encode`` take their defaults from it.
+
 Loss (Eq. 16): L1 + LPIPS (skipped with a note when its weights are absent) + 0.1 * focal frequency
 loss, on reconstructions of clips of ``num_frames`` frames (default 17: 1, 1 + 8k or 8k frames come
 back from the CogVideoX VAE with the same count, see ``check_round_trip_frames``) and, with ``num_images > 0``, of single frames encoded alone.
@@ -26,6 +35,7 @@ import argparse
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +89,10 @@ def reconstruct(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module.decode(z).sample
 
 
+def _is_random(vae: Any) -> bool:
+    return isinstance(vae, str) and vae.startswith("tiny")
+
+
 def train_vae(
     source: str | Path,
     out: str | Path,
@@ -127,6 +141,15 @@ def train_vae(
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"--steps {steps}, --batch-size {batch_size}, --lr {lr}: need steps, batch size >= 1, lr > 0")
     check_round_trip_frames(num_frames)
+    if _is_random(vae) and trainable == "compensation":
+        raise ValueError(
+            f"--vae {vae} is a random VAE: training only its frequency-compensation modules cannot learn (the frozen "
+            "random base encodes nothing to compensate). Use --from-scratch (base first, then compensation), "
+            "or --trainable base --lr 1e-3, or give pretrained weights (a diffusers VAE folder)"
+        )
+    if _is_random(vae) and lr < 1e-5:
+        log.warning("--lr %g on a random VAE (--vae %s): that is a fine-tuning rate for pretrained weights and will "
+                    "barely move a random one; from scratch use --from-scratch or --lr 1e-3", lr, vae)
     out = Path(out)
     torch.manual_seed(seed)
     config = {"source": str(source), "vae": vae if isinstance(vae, str) else "in-memory", "steps": steps,
@@ -221,6 +244,10 @@ def train_vae(
         model.base.save_pretrained(str(folder), safe_serialization=True)
     else:
         model.save_pretrained(folder)
+    from medvid.utils.settings import write_vae_settings
+
+    write_vae_settings(folder, {k: config[k] for k in ("resolution", "num_frames", "frame_stride", "num_images",
+                                                       "trainable", "vae", "steps", "lr", "source")})
     scale = None
     if fit_scale_clips:
         # Training moved the latents away from whatever scale the base had: fit it to the data now.
@@ -240,13 +267,46 @@ def train_vae(
     return summary
 
 
+def train_vae_from_scratch(
+    source: str | Path,
+    out: str | Path,
+    *,
+    vae: Any = "tiny",
+    steps: int = 1000,
+    compensation_steps: int | None = None,
+    lr: float = 1e-3,
+    compensation_lr: float = 1e-4,
+    checkpoint_every: int = 100,
+    **common: Any,
+) -> dict[str, Any]:
+    """A VAE without pretrained weights: the base from scratch (``out/base``), then its compensation
+    modules on the frozen base (``out``); ``out/vae`` is the result. ``compensation_steps`` defaults to
+    a quarter of ``steps`` (the demo's split). Both phases resume."""
+    if compensation_steps is None:
+        compensation_steps = max(1, steps // 4)
+    out = Path(out)
+    base = train_vae(source, out / "base", vae=vae, steps=steps, lr=lr, trainable="base",
+                     checkpoint_every=checkpoint_every, **{**common, "fit_scale_clips": 0})
+    fc = train_vae(source, out, vae=base["vae_folder"], steps=compensation_steps, lr=compensation_lr,
+                   trainable="compensation", checkpoint_every=checkpoint_every, **common)
+    return {**fc, "base": {k: v for k, v in base.items() if k != "history"}, "base_history": base["history"]}
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="manifest.jsonl or a `medvid prepare` folder (train split is used)")
     parser.add_argument("--out", required=True, help="run folder: checkpoints/, vae/, history.json")
-    parser.add_argument("--vae", required=True, help="base VAE: a local diffusers folder, or 'tiny[:N]' (random, demo)")
+    parser.add_argument("--vae", required=True,
+                        help="base VAE: a local diffusers folder, or 'tiny[:N]' (random, N down blocks; needs --from-scratch)")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="no pretrained weights: train the base (lr 1e-3, --steps) into OUT/base, then the "
+                             "compensation modules on it (--compensation-lr, --compensation-steps) into OUT/vae")
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--compensation-steps", type=int, default=None,
+                        help="with --from-scratch: steps of the compensation phase (default: a quarter of --steps)")
+    parser.add_argument("--compensation-lr", type=float, default=1e-4, help="with --from-scratch: lr of the compensation phase")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=2e-7, help="Adam learning rate (paper: 2e-7)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Adam learning rate; unset: 2e-7 (the paper's, for pretrained weights), 1e-3 with --from-scratch")
     parser.add_argument("--beta1", type=float, default=0.5)
     parser.add_argument("--beta2", type=float, default=0.9)
     parser.add_argument("--num-frames", type=int, default=17, help="frames per clip: 1, 1 + 8k or 8k")
@@ -274,22 +334,30 @@ def main(args: argparse.Namespace) -> int:
     from medvid.utils.runs import guard_run_folder
 
     # The keys train_vae stores in each checkpoint's config.yaml that decide what is learnt.
-    config = {"source": str(args.source), "vae": args.vae, "batch_size": args.batch_size, "lr": args.lr,
+    config = {"source": str(args.source), "vae": args.vae, "batch_size": args.batch_size, "lr": args.lr or 2e-7,
               "betas": [args.beta1, args.beta2], "num_frames": args.num_frames, "frame_stride": args.frame_stride,
               "resolution": args.resolution, "num_images": args.num_images, "ffl_weight": args.ffl_weight,
               "trainable": args.trainable, "seed": args.seed}
-    resume = guard_run_folder(args.out, args.resume, config, ckpt_dir=Path(args.out) / "checkpoints",
-                              only_new_keys=True)
+    # --from-scratch: two stages (OUT/base, then OUT), each resumable; only the folder is guarded.
+    resume = guard_run_folder(args.out, args.resume, None if args.from_scratch else config,
+                              ckpt_dir=Path(args.out) / "checkpoints", only_new_keys=True)
     args.resume = "none" if resume is None else resume
-    summary = train_vae(
-        args.source, args.out, vae=args.vae, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        betas=(args.beta1, args.beta2), num_frames=args.num_frames, frame_stride=args.frame_stride,
-        resolution=args.resolution, num_images=args.num_images, ffl_weight=args.ffl_weight,
-        lpips_weights=args.lpips_weights, trainable=args.trainable, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, seed=args.seed, device=args.device, progress=not args.no_progress,
-        precision=args.precision, lr_schedule=args.lr_schedule,
-        fit_scale_clips=args.fit_scale_clips,
-    )
+    common = dict(batch_size=args.batch_size, betas=(args.beta1, args.beta2), num_frames=args.num_frames,
+                  frame_stride=args.frame_stride, resolution=args.resolution, num_images=args.num_images,
+                  ffl_weight=args.ffl_weight, lpips_weights=args.lpips_weights, resume=args.resume, seed=args.seed,
+                  device=args.device, progress=not args.no_progress, precision=args.precision,
+                  lr_schedule=args.lr_schedule, fit_scale_clips=args.fit_scale_clips)
+    if args.from_scratch:
+        if args.trainable != "compensation":
+            raise ValueError("--from-scratch trains the base, then the compensation; drop --trainable")
+        summary = train_vae_from_scratch(
+            args.source, args.out, vae=args.vae, steps=args.steps, compensation_steps=args.compensation_steps,
+            lr=args.lr or 1e-3, compensation_lr=args.compensation_lr, checkpoint_every=args.checkpoint_every,
+            **common)
+        summary.pop("base_history")
+    else:
+        summary = train_vae(args.source, args.out, vae=args.vae, steps=args.steps, lr=args.lr or 2e-7,
+                            trainable=args.trainable, checkpoint_every=args.checkpoint_every, **common)
     summary.pop("history")
     print(json.dumps(summary, indent=1))
     return 0

@@ -10,6 +10,16 @@ Clips: one 16-frame clip per video, real from a seeded random start, generated f
 (``inputs.select_clips``). FVD, CD-FVD, the EfficientNet-Lite0 distances and the per-video scores
 (FC, VBench-style) all use these clips; FID/IS and imaging quality use every frame of the videos.
 
+``real`` may be a ``medvid prepare`` folder: its ``real_split`` is cut into clips with the protocol
+the samples were made with (``medvid.metrics.real_clips``), and the reference rows (training clips,
+noisy training clips, the VAE round trip) are evaluated against the same held-out clips. Real and
+generated clips of different sizes or frame spacing are refused (``allow_mismatch`` overrides), and
+so is a Fréchet distance from fewer samples than its feature dimension (``allow_few`` computes it
+with a warning in the record): its covariance is then rank-deficient and the number mostly
+measures the sample count. The function computes such distances by default (benchmarks and the demo
+compare equal counts) with a ``warning`` in their record; ``medvid evaluate`` refuses them unless
+given ``--allow-few``.
+
 ``real`` may be None (MedGen's protocol scores generated videos alone): the distances are then
 skipped with that reason and the per-video scores are given for the generated set only. An image
 set (a folder of PNG/JPEG files and no video, e.g. ``medvid generate --frames 1``) is evaluated with
@@ -142,10 +152,14 @@ def _mean_ci(values: Sequence[float], bootstrap: int, seed: int, level: float = 
     return out
 
 
+class TooFewSamples(ValueError):
+    """A Fréchet distance asked for from fewer samples than its feature dimension."""
+
+
 class _Evaluator:
     def __init__(self, real: _VideoSet, fake: _VideoSet, cache: FeatureCache, batch_size: int, bootstrap: int, seed: int,
-                 device: torch.device = torch.device("cpu")):
-        self.real, self.fake, self.cache, self.device = real, fake, cache, device
+                 device: torch.device = torch.device("cpu"), allow_few: bool = False):
+        self.real, self.fake, self.cache, self.device, self.allow_few = real, fake, cache, device, allow_few
         self.batch_size, self.bootstrap, self.seed = batch_size, bootstrap, seed
         self._feats: dict[tuple, np.ndarray] = {}
 
@@ -178,10 +192,28 @@ class _Evaluator:
                 {"set": str(side.root), "net": net_id, "max_frames": max_frames})
         return self._feats[mem]
 
+    def check_count(self, real_f: np.ndarray, fake_f: np.ndarray, unit: str) -> str | None:
+        """Refuse (or, with allow_few, note) a Fréchet distance from fewer samples than feature dimensions."""
+        n, d = min(len(real_f), len(fake_f)), int(real_f.shape[1])
+        if n < 2:
+            raise TooFewSamples(f"{n} {unit} on one side: a covariance needs at least 2; give more real/generated videos")
+        if n >= d:
+            return None
+        msg = (f"only {len(real_f)} real / {len(fake_f)} generated {unit} for {d}-d features: the covariances are "
+               f"rank-deficient and the distance mostly measures the sample count")
+        if not self.allow_few:
+            raise TooFewSamples(f"{msg}; give at least {d} {unit} per side (--num-clips, more videos), or pass "
+                                "--allow-few to compute it anyway and compare it only with runs of the same counts")
+        log.warning("%s (--allow-few)", msg)
+        return msg
+
     def distance(self, value: float, real_f: np.ndarray, fake_f: np.ndarray, unit: str, protocol: str, ddof: int = 0) -> dict:
         rec = {"value": float(value), "num_real": int(len(real_f)), "num_fake": int(len(fake_f)), "unit": unit,
                "feature_dim": int(real_f.shape[1]), "covariance": "divided by N" if ddof == 0 else "divided by N-1",
                "protocol": protocol}
+        few = self.check_count(real_f, fake_f, unit)
+        if few:
+            rec["warning"] = few
         ci = bootstrap_frechet(real_f, fake_f, ddof=ddof, num_samples=self.bootstrap, seed=self.seed)
         if ci["num_samples"]:
             rec["ci"] = [ci["low"], ci["high"]]
@@ -216,7 +248,7 @@ def evaluate(
     interpolator: str | Path | None = None,
     musiq: str | Path | None = None,
     num_clips: int = 2048,
-    clip_length: int = 16,
+    clip_length: int | None = None,
     max_fid_frames: int = 50000,
     bootstrap: int = 100,
     seed: int = 0,
@@ -226,28 +258,50 @@ def evaluate(
     fps: float | None = None,
     report: bool = True,
     device: str = "auto",
+    real_split: str = "val",
+    frame_stride: int | None = None,
+    resolution: int | None = None,
+    allow_few: bool = True,
+    allow_mismatch: bool = False,
+    references: bool = True,
 ) -> dict:
     """Compare generated videos in ``fake`` with real ones in ``real``; returns the metrics dict.
 
     Writes ``metrics.json`` (and ``report.html`` if ``report``) into ``out_dir`` when given.
-    ``cache_dir``: "default" (``$MEDVID_CACHE/features`` or ``~/.cache/medvid/features``), a
-    folder, or None to disable feature caching. ``fps``: frame rate for dynamic degree (default:
-    the reader's, 8 for npz and frame folders). ``device``: where the feature networks of FVD, FID,
-    IS and CD-FVD run (auto: CUDA when present); the per-video scores' networks stay on the CPU.
+    ``cache_dir``: "default" (``OUT/feature_cache`` when ``out_dir`` is given, else
+    ``$MEDVID_CACHE/features`` or ``~/.cache/medvid/features``), a folder, or None to disable
+    feature caching. ``fps``: frame rate for dynamic degree (default: the samples' recorded rate,
+    else the reader's, 8 for npz and frame folders). ``clip_length`` defaults to the frames the
+    samples were trained with (``samples.json``), else 16. ``device``: where the feature networks
+    of FVD, FID, IS and CD-FVD run (auto: CUDA when present); the per-video scores' networks stay on
+    the CPU.
     """
     from medvid.training.distributed import resolve_device
 
     t0 = time.time()
     names = parse_metrics(metrics)
     dev = resolve_device(device)  # a missing GPU is named before any video is read
+    sidecar = _sidecar(fake)
+    proto = sidecar.get("protocol") or {}
+    clip_length = clip_length or proto.get("num_frames") or 16
+    fps = fps or proto.get("fps") or sidecar.get("fps")
+    prepared_real = None
+    if real is not None and _is_prepared(real):
+        prepared_real = _prepared_real(real, real_split, fake, out_dir, num_clips, clip_length, frame_stride,
+                                       resolution, proto, seed, fps)
+        real = prepared_real["clips"]
     if num_clips < 2:
         raise ValueError(f"--num-clips must be at least 2 (a covariance needs two clips), got {num_clips}")
     if clip_length < 2:
         raise ValueError(f"--clip-length must be at least 2, got {clip_length}")
     real_set = _VideoSet(real, "--real", True, num_clips, clip_length, seed) if real is not None else None
     fake_set = _VideoSet(fake, "--fake", False, num_clips, clip_length, seed)
-    cache = FeatureCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed, dev)
+    if real_set is not None and not (real_set.images or fake_set.images) and not allow_mismatch:
+        _check_same_protocol(real_set, fake_set, fps)
+    if cache_dir == "default":
+        cache_dir = Path(out_dir) / "feature_cache" if out_dir is not None else default_cache_dir()
+    cache = FeatureCache(cache_dir)
+    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed, dev, allow_few)
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -276,7 +330,7 @@ def evaluate(
                 i3d=i3d, inception=inception, videomae=videomae, dino=dino, raft=raft, interpolator=interpolator,
                 clip=clip, clip_net=clip_net, max_fid_frames=max_fid_frames, effnet_resolution=effnet_resolution,
                 fps=fps, clip_length=clip_length, musiq=musiq, images=images))
-        except MissingWeightsError as e:
+        except (MissingWeightsError, TooFewSamples) as e:
             skipped[name] = str(e)
             log.warning("skipping %s: %s", name, e)
         timings[name] = round(time.time() - t, 3)
@@ -287,7 +341,8 @@ def evaluate(
         "fake": fake_set.describe(),
         "metrics": results,
         "skipped": skipped,
-        "settings": {"metrics": names, "num_clips": num_clips, "clip_length": clip_length, "seed": seed,
+        "settings": {"metrics": names, "num_clips": num_clips, "clip_length": clip_length, "seed": seed, "fps": fps,
+                     "real_protocol": None if prepared_real is None else prepared_real["protocol"],
                      "bootstrap": bootstrap, "max_fid_frames": max_fid_frames, "effnet_resolution": effnet_resolution,
                      "weights": {"i3d": _s(i3d), "inception": _s(inception), "videomae": _s(videomae),
                                  "clip": _s(clip), "dino": _s(dino), "raft": _s(raft), "interpolator": _s(interpolator),
@@ -296,6 +351,12 @@ def evaluate(
         "seconds": timings,
         "total_seconds": round(time.time() - t0, 3),
     }
+    if prepared_real is not None and references:
+        out["references"] = _reference_rows(prepared_real, sidecar, fake, names, out_dir, dict(
+            num_clips=num_clips, clip_length=clip_length, bootstrap=bootstrap, seed=seed, cache_dir=cache_dir,
+            batch_size=batch_size, effnet_resolution=effnet_resolution, fps=fps, allow_few=allow_few,
+            i3d=i3d, inception=inception, videomae=videomae, clip=clip, dino=dino, raft=raft,
+            interpolator=interpolator, musiq=musiq, max_fid_frames=max_fid_frames))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,7 +364,17 @@ def evaluate(
         if report:
             from medvid.report.report import write_report
 
-            write_report(out, out_dir / "report.html", real_dir=real, fake_dir=fake)
+            rows, round_trip = {}, None
+            for label, ref in out.get("references", {}).items():
+                rows[label] = {}
+                for m, r in ref["metrics"].items():
+                    rows[label][m] = r["value"]
+                    if "ci" in r:
+                        rows[label][m + "_ci"] = r["ci"]
+                if label.startswith("VAE round trip"):
+                    round_trip = ref["path"]
+            write_report(out, out_dir / "report.html", real_dir=real, fake_dir=fake, references=rows or None,
+                         round_trip_dir=round_trip)
     return out
 
 
@@ -484,9 +555,111 @@ def _effnet_path():
     return default_weights_path()
 
 
+def _sidecar(fake) -> dict:
+    from medvid.metrics.real_clips import samples_sidecar
+
+    return samples_sidecar(fake)
+
+
+def _is_prepared(real) -> bool:
+    from medvid.metrics.real_clips import is_prepared
+
+    return is_prepared(real)
+
+
+def _prepared_real(prepared, split: str, fake, out_dir, num_clips: int, clip_length: int, frame_stride, resolution,
+                   proto: dict, seed: int, fps) -> dict:
+    """Cut ``split`` of a prepared folder at the samples' protocol into ``OUT/real_<split>``."""
+    from medvid.utils.settings import pick
+
+    where = f"the samples in {fake} (samples.json)"
+    frame_stride = pick("--frame-stride", frame_stride, proto.get("frame_stride"), None, where)
+    resolution = pick("--resolution", resolution, proto.get("resolution"), None, where)
+    if frame_stride is None or resolution is None:
+        raise ValueError(
+            f"--real {prepared} is a prepared folder, but {fake} has no samples.json naming the stride and size its "
+            "videos were trained at; pass --frame-stride and --resolution (those of the training clips)"
+        )
+    base = Path(out_dir) if out_dir is not None else Path(fake)
+    from medvid.metrics.real_clips import cut_real_clips
+
+    folder, count = cut_real_clips(prepared, split, base / f"real_{split}", num_clips=num_clips,
+                                   num_frames=clip_length, frame_stride=frame_stride, resolution=resolution,
+                                   seed=seed, fps=fps)
+    protocol = {"prepared": str(prepared), "split": split, "num_frames": clip_length, "frame_stride": frame_stride,
+                "resolution": resolution, "clips": count, "fps": fps}
+    return {"clips": folder, "protocol": protocol, "prepared": prepared, "base": base}
+
+
+def _frame_rate(side: "_VideoSet", fallback) -> float | None:
+    """The frame rate the clips of one side are played at, when the files say it."""
+    rates = []
+    for c in side.clips[:8]:
+        if c.source.kind == "npz":
+            with np.load(c.source.path) as z:
+                if "fps" in z:
+                    rates.append(float(z["fps"]))
+        elif c.source.kind == "video":
+            from medvid.data.readers import open_video
+
+            with open_video(c.source.path) as r:
+                if r.metadata.get("fps_source") != "default":
+                    rates.append(float(r.fps))
+    return float(np.median(rates)) if rates else fallback
+
+
+def _check_same_protocol(real: "_VideoSet", fake: "_VideoSet", fps) -> None:
+    """Refuse real and generated clips of different frame size or frame spacing."""
+    if not real.clips or not fake.clips:
+        return
+    r_shape = real.clips[0].read().shape[1:3]
+    f_shape = fake.clips[0].read().shape[1:3]
+    fix = ("pass the `medvid prepare` folder as --real (clips are then cut at the samples' stride and size), "
+           "or --allow-mismatch to compare them anyway")
+    if tuple(r_shape) != tuple(f_shape):
+        raise ValueError(f"--real clips are {r_shape[1]}x{r_shape[0]} pixels but --fake clips are {f_shape[1]}x{f_shape[0]}; "
+                         f"the distances would measure the resizing; {fix}")
+    r_fps, f_fps = _frame_rate(real, None), _frame_rate(fake, fps)
+    if r_fps and f_fps and abs(r_fps - f_fps) > 0.02 * max(r_fps, f_fps):
+        raise ValueError(f"--real clips play at {r_fps:g} frames/s but --fake clips at {f_fps:g}: different frame "
+                         f"spacing makes every motion statistic differ; {fix}")
+
+
+def _reference_rows(prepared_real: dict, sidecar: dict, fake, names, out_dir, kw: dict) -> dict:
+    """Reference rows against the same held-out clips: training clips, noisy training clips, VAE round trip."""
+    from medvid.data.manifest import read_manifest
+    from medvid.metrics.real_clips import NOISE_SIGMA, cut_real_clips, vae_round_trip
+
+    p, base = prepared_real["protocol"], prepared_real["base"]
+    real = prepared_real["clips"]
+    rows: dict[str, str | Path] = {}
+    other = "train" if p["split"] != "train" else "val"
+    if any(e.get("split", "train") == other for e in read_manifest(prepared_real["prepared"])):
+        cut = dict(num_clips=kw["num_clips"], num_frames=p["num_frames"], frame_stride=p["frame_stride"],
+                   resolution=p["resolution"], seed=kw["seed"] + 1, fps=p["fps"])
+        rows[f"{other} clips (a copy of the data: lower bound)"] = cut_real_clips(
+            prepared_real["prepared"], other, base / f"ref_{other}", **cut)[0]
+        rows[f"{other} clips + noise sigma {NOISE_SIGMA} (trivial baseline)"] = cut_real_clips(
+            prepared_real["prepared"], other, base / f"ref_{other}_noisy", noise=NOISE_SIGMA, **cut)[0]
+    if sidecar.get("vae"):
+        try:
+            rows["VAE round trip of the held-out clips (the latent space's ceiling)"] = vae_round_trip(
+                real, sidecar["vae"], base / "ref_vae_round_trip", fps=p["fps"])
+        except (ValueError, OSError) as e:
+            log.warning("no VAE round-trip row: %s", e)
+    table = {}
+    for name, folder in rows.items():
+        res = evaluate(real, folder, names, None, report=False, references=False, allow_mismatch=True, **kw)
+        table[name] = {"path": str(folder), "metrics": {m: {k: r[k] for k in ("value", "ci", "warning") if k in r}
+                                                         for m, r in res["metrics"].items()},
+                       "skipped": res["skipped"]}
+    return table
+
+
 def _source_fps(c: Clip) -> float:
     if c.source.kind == "npz":
-        return 8.0
+        with np.load(c.source.path) as z:
+            return float(z["fps"]) if "fps" in z else 8.0
     from medvid.data.readers import open_video
 
     with open_video(c.source.path) as r:

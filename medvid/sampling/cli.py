@@ -24,7 +24,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--class-id", type=int, default=None, help="class-conditional checkpoints: the class")
     parser.add_argument("--vae", default=None, help="override the VAE recorded in the checkpoint")
-    parser.add_argument("--fps", type=float, default=None)
+    parser.add_argument("--fps", type=float, default=None,
+                        help="unset: the run's sample.fps if set, else its clips' rate (the videos' fps / frame stride), else 8")
     parser.add_argument("--frames", type=int, default=None, help="1: still images (PNG) instead of videos")
     parser.add_argument("--clip-denoised", default="auto",
                         help="clamp the sampler's x_0 estimates: auto (the largest |latent| seen in training, "

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from medvid.diffusion import GaussianDiffusion, sample
+from medvid.training.config import SampleConfig as SampleConfigDefaults
 from medvid.utils.logging import get_logger
 from medvid.utils.video import contact_sheet, to_uint8, write_gif, write_mp4
 
@@ -177,7 +178,8 @@ def generate_to_dir(
                 continue
             paths.append(write_mp4(frames, out_dir / f"video_{k:04d}.mp4", fps=spec.fps))
             write_gif(frames, out_dir / f"video_{k:04d}.gif", fps=spec.fps)
-            np.savez_compressed(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy())
+            np.savez_compressed(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy(),
+                                fps=np.asarray(spec.fps))
             if len(sheet_rows) < SHEET_ROWS:
                 idx = np.linspace(0, len(frames) - 1, min(SHEET_FRAMES, len(frames))).round().astype(int)
                 sheet_rows.append(frames[idx])
@@ -294,11 +296,20 @@ def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: st
             "(the VAE folder or name used by `medvid encode`)"
         )
     vae_obj = spec_vae if hasattr(spec_vae, "decode") else build_vae(spec_vae, dev)
-    # The sidecar names the checkpoint so the evaluation report can find the run's curves and config.
+    # The sidecar names the checkpoint so the evaluation report can find the run's curves and config, and
+    # records the clip protocol (frames, stride, size, manifest) so `medvid evaluate` cuts real clips alike.
+    from medvid.utils.settings import run_protocol
+
+    protocol = run_protocol(config)
     meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights,
-            "latent_absmax": state.get("latent_absmax")}
+            "latent_absmax": state.get("latent_absmax"), "protocol": protocol,
+            "vae": spec_vae if isinstance(spec_vae, (str, dict)) else None}
+    # A frame rate set in the run's config wins; else the clips' own (the videos' fps / frame stride); else 8.
+    fps = sample_cfg.get("fps")
+    if fps in (None, SampleConfigDefaults.fps):
+        fps = protocol.get("fps") or fps or SampleConfigDefaults.fps
     return SamplingModel(model, diffusion, tuple(state["latent_shape"]), vae_obj, text, int(state.get("num_classes", 0)),
-                         dev, int(sample_cfg.get("steps", 250)), float(sample_cfg.get("fps", 8.0)), meta)
+                         dev, int(sample_cfg.get("steps", 250)), float(fps), meta)
 
 
 def sample_videos(

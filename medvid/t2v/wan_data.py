@@ -91,6 +91,11 @@ def _read_manifest(p: Path, caption_field: str, split: str | None) -> list[Capti
     for e in read_manifest(p):
         if split is not None and e.get("split", "train") != split:
             continue
+        if "start_frame" in e:
+            raise ValueError(
+                f"{p}: video {e['id']!r} is a segment of {e['path']} (`medvid prepare --holdout-tail`); Wan training "
+                "reads whole files, so prepare this data without --holdout-tail"
+            )
         cap = e.get(caption_field) or (e.get("caption") if caption_field != "caption" else None)
         if not isinstance(cap, str) or not cap.strip():
             raise ValueError(

@@ -53,6 +53,29 @@ def build_model(cfg: TrainConfig, context_dim: int | None = None) -> torch.nn.Mo
     return create_model(cfg.model.name, **kwargs)
 
 
+def follow_latents(d) -> None:
+    """``data.num_frames / frame_stride / resolution`` of a latents run come from the latent folder's
+    meta.json: a value left at its default takes the recorded one (so the checkpoint's config, and
+    ``medvid sample`` / ``evaluate`` after it, describe the clips the model really saw); a value set
+    to something else is refused with both values named."""
+    from dataclasses import fields
+
+    from medvid.utils.settings import SettingsMismatch, latent_meta
+
+    protocol = latent_meta(d.latent_dir).get("protocol", {})
+    defaults = {f.name: f.default for f in fields(d)}
+    for key in ("num_frames", "frame_stride", "resolution"):
+        recorded, value = protocol.get(key), getattr(d, key)
+        if recorded is None or value == recorded:
+            continue
+        if value != defaults[key]:
+            raise SettingsMismatch(
+                f"data.{key} {value} disagrees with the latents in {d.latent_dir}, encoded with {key} {recorded}; "
+                f"drop data.{key} (it follows the latents) or re-encode with --{key.replace('_', '-')} {value}"
+            )
+        setattr(d, key, recorded)
+
+
 def build_dataset(cfg: TrainConfig):
     d = cfg.data
     if d.source == "latents":
@@ -60,6 +83,7 @@ def build_dataset(cfg: TrainConfig):
 
         if not Path(d.latent_dir).is_dir():
             raise ValueError(f"data.latent_dir {d.latent_dir} does not exist; run `medvid encode` first or fix the path")
+        follow_latents(d)
         return LatentDataset(d.latent_dir, split=d.split, flow_features_dir=cfg.align.features_dir if cfg.align.enabled else None,
                              seed=cfg.seed)
     from medvid.data import ClipDataset

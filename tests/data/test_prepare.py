@@ -222,3 +222,58 @@ def test_unreadable_file_is_reported_not_fatal(tmp_path, monkeypatch):
     prepare(src, tmp_path / "out", progress=False)
     rep, s = report_by_path(tmp_path / "out")
     assert "permission denied" in rep["locked.mp4"]["reason"] and s["kept"] == 1
+
+
+def _numbered_frames(folder, n, size=16):
+    """A frame folder whose frame i is uniformly grey level 10 * i (PNG: lossless)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.full((size, size, 3), 10 * i, np.uint8)).save(folder / f"f{i:03d}.png")
+
+
+def test_holdout_tail_splits_every_video_in_time(tmp_path, caplog):
+    from medvid.data.datasets import ClipDataset
+
+    src = tmp_path / "src"
+    _numbered_frames(src / "a", 20)
+    _numbered_frames(src / "b", 12)
+    out = tmp_path / "out"
+    summary = prepare(src, out, holdout_tail=0.25, progress=False)
+    assert (summary["kept"], summary["train"], summary["val"]) == (2, 2, 2)
+    entries = {e["id"]: e for e in read_manifest(out)}
+    assert {k: (e["split"], e["start_frame"], e["end_frame"], e["num_frames"]) for k, e in entries.items()} == {
+        "a.head": ("train", 0, 15, 15), "a.tail": ("val", 15, 20, 5),
+        "b.head": ("train", 0, 9, 9), "b.tail": ("val", 9, 12, 3),
+    }
+    # Clips (and looping, and joint-training images) stay inside their segment: frame i is grey 10 * i.
+    for split, lo, hi in (("train", 0, 15), ("val", 15, 20)):
+        ds = ClipDataset(out, split=split, num_frames=6, frame_stride=1, resolution=16, num_images=3,
+                         extra_flow_frame=False, clips_per_video=4, hflip=False)
+        for i in range(len(ds)):
+            item = ds[i]
+            seg = entries[item["video_id"]]
+            levels = np.unique(np.round(((item["video"] + 1) * 127.5).numpy() / 10))
+            assert set(levels) <= set(range(seg["start_frame"], seg["end_frame"])), (split, item["clip_id"], levels)
+            img_levels = np.unique(np.round(((item["images"] + 1) * 127.5).numpy() / 10))
+            allowed = set().union(*(range(e["start_frame"], e["end_frame"]) for e in entries.values() if e["split"] == split))
+            assert set(img_levels) <= allowed
+        ds.close()
+    # A single video without --holdout-tail leaves one split empty: said, not silent.
+    one = tmp_path / "one"
+    _numbered_frames(one / "v", 8)
+    with caplog.at_level("WARNING", logger="medvid"):
+        s = prepare(one, tmp_path / "out1", progress=False)
+    assert s["val"] == 0 and any("'val' split is empty" in w for w in s["warnings"])
+    assert "--holdout-tail" in caplog.text
+    with pytest.raises(ValueError, match="holdout-tail"):
+        prepare(one, tmp_path / "out2", holdout_tail=1.0, progress=False)
+
+
+def test_manifest_segment_must_match_num_frames(tmp_path):
+    line = {"path": "v.mp4", "id": "v", "num_frames": 5, "fps": 30, "height": 8, "width": 8,
+            "start_frame": 10, "end_frame": 12}
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(ManifestError, match="segment"):
+        read_manifest(tmp_path)

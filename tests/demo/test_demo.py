@@ -136,3 +136,73 @@ def test_demo_killed_mid_training_resumes_to_the_same_result(tmp_path):
     for group in ("model", "ema"):
         for k in a[group]:
             assert torch.equal(a[group][k], b[group][k]), (group, k)
+
+
+def _own_videos(folder):
+    """A user's folder: an mp4, a DICOM cine loop, a folder of frames, and files the demo must skip."""
+    from PIL import Image
+
+    from medvid.data.synthetic import index_frame, write_dicom, write_video
+
+    folder.mkdir(parents=True)
+    write_video(folder / "laparoscopy.mp4", num_frames=40, height=48, width=64)
+    frames = np.stack([index_frame(i, 40, 40) for i in range(24)])
+    write_dicom(folder / "cine.dcm", frames[..., 0].astype(np.uint16) * 16, bits_stored=12)
+    (folder / "frames").mkdir()
+    for i in range(20):
+        Image.fromarray(index_frame(i, 32, 32)).save(folder / "frames" / f"{i:04d}.png")
+    (folder / "notes.txt").write_text("not a video")
+    return folder
+
+
+def test_demo_source_splits_each_video_in_time(tmp_path):
+    from medvid.data.manifest import read_manifest
+    from medvid.demo.source import prepare_source
+
+    src = _own_videos(tmp_path / "mine")
+    res = prepare_source(src, tmp_path / "run", holdout_tail=0.25)
+    entries = read_manifest(res["prepared"])
+    by_video = {}
+    for e in entries:
+        by_video.setdefault(e["video"], {})[e["split"]] = (e["start_frame"], e["end_frame"])
+    assert by_video == {"laparoscopy": {"train": (0, 30), "val": (30, 40)}, "cine": {"train": (0, 18), "val": (18, 24)},
+                        "frames": {"train": (0, 15), "val": (15, 20)}}
+    # Resumable: a second call probes nothing again.
+    assert prepare_source(src, tmp_path / "run")["prepare"]["probed"] == 0
+
+
+def test_demo_source_without_usable_video_names_what_was_skipped(tmp_path, capsys):
+    from medvid import cli
+    from medvid.data.synthetic import write_video
+
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "notes.txt").write_text("hello")
+    (src / "broken.mp4").write_bytes(b"\x00" * 100)
+    write_video(src / "one_frame.avi", num_frames=1, height=32, width=32, kind="avi")
+    assert cli.main(["demo", "--source", str(src), "--out", str(tmp_path / "run")]) == 2
+    msg = capsys.readouterr().out
+    assert "no usable video" in msg
+    for name, why in (("notes.txt", "unknown extension"), ("broken.mp4", ""), ("one_frame.avi", "too short")):
+        assert name in msg and why in msg
+    assert not (tmp_path / "run" / ".stages" / "data.json").exists()
+    assert cli.main(["demo", "--source", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
+    assert "not a folder" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_runs_on_own_videos_and_refuses_another_source(tmp_path):
+    src = _own_videos(tmp_path / "mine")
+    out = tmp_path / "demo"
+    cfg = tiny_demo_config()
+    cfg.source = str(src)
+    summary = run_demo(out, cfg)
+    stages = summary["stages"]
+    assert stages["data"]["prepare"]["train"] == 3 and stages["data"]["prepare"]["val"] == 3
+    assert len(stages["sample"]["videos"]) == 2 and (out / "report.html").is_file()
+    # The same folder resumes; the embedded data (or another folder) into it is refused.
+    assert run_demo(out, cfg)["stages"]["train"] == stages["train"]
+    from medvid.demo.source import SourceError
+
+    with pytest.raises(SourceError, match="another --out"):
+        run_demo(out, tiny_demo_config())

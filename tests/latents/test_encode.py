@@ -130,3 +130,19 @@ def test_cli_encode_from_vae_folder(prepared, vae, tmp_path, capsys):
     assert cli.main(argv[:2] + ["--vae", str(tmp_path / "novae"), "--out", str(tmp_path / "d")]) == 2
     with pytest.raises(ValueError, match="medvid encode"):
         LatentDataset(tmp_path / "nowhere")
+
+
+def test_encode_follows_the_settings_the_vae_was_trained_with(prepared, vae, tmp_path, capsys):
+    from medvid.utils.settings import write_vae_settings
+
+    folder = tmp_path / "vae"
+    vae.save(folder)
+    write_vae_settings(folder, {"resolution": 16, "frame_stride": 2, "num_frames": 9})
+    out = tmp_path / "lat"
+    encode(prepared, str(folder), out, num_frames=4, num_images=0, progress=False)
+    assert {k: v for k, v in json.loads((out / "meta.json").read_text())["protocol"].items()
+            if k in ("resolution", "frame_stride")} == {"resolution": 16, "frame_stride": 2}
+    argv = ["encode", str(prepared), "--vae", str(folder), "--out", str(tmp_path / "x"), "--resolution", "32"]
+    assert cli.main(argv) == 2
+    msg = capsys.readouterr().out
+    assert "--resolution 32" in msg and "--resolution 16" in msg

@@ -97,15 +97,24 @@ def manifest(tmp_path_factory):
     return root / "manifest.jsonl"
 
 
-KW = dict(vae="tiny:3", batch_size=1, lr=1e-3, num_frames=9, frame_stride=1, resolution=16, num_images=1,
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory):
+    """A saved base VAE folder, standing in for pretrained weights (random 'tiny' alone is refused)."""
+    folder = tmp_path_factory.mktemp("base") / "vae"
+    tiny_vae(seed=0, num_blocks=3).save(folder)
+    return str(folder)
+
+
+KW = dict(batch_size=1, lr=1e-3, num_frames=9, frame_stride=1, resolution=16, num_images=1,
           checkpoint_every=2, progress=False, log_every=1)
 
 
-def test_train_vae_resumes_exactly_and_evaluates(manifest, tmp_path):
-    straight = train_vae(manifest, tmp_path / "a", steps=4, **KW)
+def test_train_vae_resumes_exactly_and_evaluates(manifest, base_folder, tmp_path):
+    kw = {**KW, "vae": base_folder}
+    straight = train_vae(manifest, tmp_path / "a", steps=4, **kw)
     assert straight["trainable_parameters"] > 0 and "LPIPS" in straight["perceptual"]
-    train_vae(manifest, tmp_path / "b", steps=2, **KW)
-    resumed = train_vae(manifest, tmp_path / "b", steps=4, **KW)
+    train_vae(manifest, tmp_path / "b", steps=2, **kw)
+    resumed = train_vae(manifest, tmp_path / "b", steps=4, **kw)
     assert resumed["resumed_from"] == 2
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
     from safetensors.torch import load_file
@@ -123,17 +132,56 @@ def test_train_vae_resumes_exactly_and_evaluates(manifest, tmp_path):
     assert res["delta"]["psnr"] != 0.0  # trained compensation changes reconstructions
 
 
-def test_eval_of_untrained_compensation_has_zero_delta(manifest, tmp_path):
+def test_eval_of_untrained_compensation_has_zero_delta(manifest, base_folder, tmp_path):
+    kw = {**KW, "vae": base_folder}
     fc = compensated_video_vae(tiny_vae(seed=0, num_blocks=3))
     fc.save(tmp_path / "vae")
     res = evaluate_vae(manifest, tmp_path / "vae", tmp_path / "eval", num_clips=1, num_frames=9, frame_stride=1,
                        resolution=16, progress=False)
     assert res["delta"] == {"psnr": 0.0, "ssim": 0.0}
     # a compensated folder is fine-tuned further (its own blocks), not wrapped twice
-    again = train_vae(manifest, tmp_path / "c", steps=1, **{**KW, "vae": str(tmp_path / "vae"), "num_images": 0})
+    again = train_vae(manifest, tmp_path / "c", steps=1, **{**kw, "vae": str(tmp_path / "vae"), "num_images": 0})
     assert again["trainable_parameters"] == sum(p.numel() for p in fc.vae.trainable_parameters())
     with pytest.raises(ValueError, match="1 \\+ 8k"):
-        train_vae(manifest, tmp_path / "x", steps=1, **{**KW, "num_frames": 5})
+        train_vae(manifest, tmp_path / "x", steps=1, **{**kw, "num_frames": 5})
+
+
+def test_random_vae_needs_from_scratch_which_records_its_settings(manifest, tmp_path, capsys):
+    from medvid import cli
+    from medvid.latents.train_vae import train_vae_from_scratch
+    from medvid.utils.settings import vae_settings
+
+    kw = {k: v for k, v in KW.items() if k not in ("vae", "lr")}
+    with pytest.raises(ValueError, match="--from-scratch"):
+        train_vae(manifest, tmp_path / "x", vae="tiny:3", steps=1, lr=1e-3, **kw)
+    argv = ["train-vae", str(manifest), "--vae", "tiny:3", "--out", str(tmp_path / "cli"), "--steps", "1",
+            "--num-frames", "9", "--resolution", "16", "--no-progress"]
+    assert cli.main(argv) == 2 and "cannot learn" in capsys.readouterr().err
+    res = train_vae_from_scratch(manifest, tmp_path / "s", vae="tiny:3", steps=2, compensation_steps=1, **kw)
+    assert res["base"]["trainable_parameters"] > res["trainable_parameters"] > 0
+    base_w = load_vae(tmp_path / "s" / "base" / "vae").vae.state_dict()
+    first = tiny_vae(num_blocks=3).vae.state_dict()  # what train_vae starts "tiny:3" from
+    assert any(not torch.equal(base_w[k], first[k]) for k in first)  # the base learned
+    assert vae_settings(tmp_path / "s" / "vae") == {**vae_settings(tmp_path / "s" / "vae"), "resolution": 16,
+                                                     "num_frames": 9, "frame_stride": 1, "trainable": "compensation"}
+    assert cli.main(argv + ["--from-scratch", "--out", str(tmp_path / "cli2"), "--compensation-steps", "1"]) == 0
+    assert (tmp_path / "cli2" / "vae" / "compensation.safetensors").is_file()
+
+
+def test_vae_eval_follows_the_vae_and_honours_num_clips(manifest, tmp_path):
+    from medvid.latents.train_vae import train_vae_from_scratch
+    from medvid.utils.settings import SettingsMismatch
+
+    kw = {k: v for k, v in KW.items() if k not in ("vae", "lr", "num_images")}
+    train_vae_from_scratch(manifest, tmp_path / "s", vae="tiny:3", steps=1, compensation_steps=1, num_images=0, **kw)
+    vae = tmp_path / "s" / "vae"
+    res = evaluate_vae(manifest, vae, tmp_path / "eval", split="train", num_clips=5, progress=False)
+    # 16 px, 9 frames, stride 1 as trained (not the 128 / 17 / 3 fallbacks), and 5 clips over the 2 videos.
+    assert (res["resolution"], res["num_frames"], res["frame_stride"]) == (16, 9, 1)
+    assert res["clips"] == 5 and len(res["per_clip"]) == 5
+    assert {c["clip_id"].split("@")[0] for c in res["per_clip"]} == {"v0", "v1"}
+    with pytest.raises(SettingsMismatch, match="--resolution 32 disagrees .* --resolution 16"):
+        evaluate_vae(manifest, vae, tmp_path / "e2", resolution=32, progress=False)
 
 
 def test_bf16_cosine_training_resumes_exactly_and_follows_the_schedule(manifest, tmp_path):

@@ -106,7 +106,14 @@ def test_cli_writes_metrics_and_report(tmp_path, capsys):
                "--out", str(out), "--cache-dir", "none", "--bootstrap", "5", "--effnet-resolution", "32"])
     assert rc == 0
     res = json.loads((out / "metrics.json").read_text())
+    # 3 clips for 2560-d clip features: refused unless asked for.
+    assert "fd_effnet_clip" not in res["metrics"] and "--allow-few" in res["skipped"]["fd_effnet_clip"]
+    rc = main(["evaluate", "--real", str(real), "--fake", str(fake), "--metrics", "fd_effnet_clip,fvd,motion_smoothness",
+               "--out", str(out), "--cache-dir", "none", "--bootstrap", "5", "--effnet-resolution", "32", "--allow-few"])
+    assert rc == 0
+    res = json.loads((out / "metrics.json").read_text())
     assert "fd_effnet_clip" in res["metrics"] and "fvd" in res["skipped"]
+    assert "rank-deficient" in res["metrics"]["fd_effnet_clip"]["warning"]
     assert (out / "report.html").stat().st_size > 1000
     assert "fd_effnet_clip" in capsys.readouterr().out
 

@@ -77,3 +77,17 @@ def test_clips_that_fit_no_bucket_are_skipped_with_the_file_named(tmp_path, capl
     assert item["video"].shape == (9, 3, 32, 48)
     with pytest.raises(ValueError, match="no clip fits"):
         assign_buckets(items[1:], buckets)
+
+
+def test_wan_data_refuses_holdout_segments(tmp_path):
+    import json
+
+    import pytest
+
+    from medvid.t2v.wan_data import _read_manifest
+
+    rows = [{"path": "v.mp4", "id": "v.head", "num_frames": 30, "fps": 30, "height": 8, "width": 8, "split": "train",
+             "start_frame": 0, "end_frame": 30, "caption": "x"}]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="holdout-tail"):
+        _read_manifest(tmp_path / "manifest.jsonl", "caption", "train")
