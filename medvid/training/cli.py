@@ -35,8 +35,11 @@ def main(args: argparse.Namespace) -> int:
     from medvid.training.config import TrainConfig
     from medvid.training.trainer import TrainingDivergedError, train
 
+    from medvid.flow.alignment import check_feature_recipe
+
     try:
         cfg = load_config(TrainConfig, args.config, list(getattr(args, "overrides", []) or []))
+        check_feature_recipe(cfg.align)  # the trainer checks again and records an allowed mismatch
     except (ConfigError, ValueError) as e:
         print(f"medvid train: {e}", file=sys.stderr)
         return 2
