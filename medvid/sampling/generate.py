@@ -40,6 +40,25 @@ class SampleSpec:
     caption: str | None = None  # text-conditioned models
     negative_prompt: str | None = None
     class_id: int | None = None  # class-conditional models (None: cycle through the classes)
+    clip_denoised: float | None = None  # clamp each x_0 estimate to [-c, c] (the training latents' range)
+
+
+def resolve_clip(setting: str | float | None, latent_absmax: float | None) -> float | None:
+    """``--clip-denoised`` / ``sample.clip_denoised`` -> a bound or None.
+
+    "auto": the largest |latent| seen in training (a checkpoint's ``latent_absmax``; None when the
+    checkpoint predates it), "none": no clamp, a number: that bound."""
+    if setting is None or str(setting).lower() == "none":
+        return None
+    if str(setting).lower() == "auto":
+        return float(latent_absmax) if latent_absmax else None
+    try:
+        c = float(setting)
+    except ValueError:
+        raise ValueError(f"clip_denoised={setting!r}: use auto, none or a positive number") from None
+    if not c > 0:
+        raise ValueError(f"clip_denoised={setting!r}: use auto, none or a positive number")
+    return c
 
 
 def _conditioning(spec: SampleSpec, start: int, b: int, device, text=None, num_classes: int = 0, num_images: int = 0):
@@ -98,7 +117,7 @@ def generate_to_dir(
         uncond_fn = (lambda x, t: model(x, t, **uncond)) if uncond is not None else None  # noqa: E731
         z = sample(model_fn, (b, *latent_shape), diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
                    cfg_scale=spec.cfg_scale, uncond_fn=uncond_fn if spec.cfg_scale != 1.0 else None,
-                   generator=gens, device=device, progress=progress)
+                   generator=gens, device=device, progress=progress, clip_denoised=spec.clip_denoised)
         for i in range(b):
             k = start + i
             if vae is None:
@@ -165,8 +184,7 @@ def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: st
     model.load_state_dict(groups[weights])
     model.to(dev).eval()
     d = state.get("diffusion", {})
-    diffusion = GaussianDiffusion(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
-                                  learn_sigma=bool(state.get("learn_sigma", True)))
+    diffusion = GaussianDiffusion.from_description(d, learn_sigma=bool(state.get("learn_sigma", True)))
     sample_cfg = (config or {}).get("sample", {})
     text = None
     text_cfg = (config or {}).get("text", {})
@@ -184,7 +202,8 @@ def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: st
         )
     vae_obj = spec_vae if hasattr(spec_vae, "decode") else build_vae(spec_vae, dev)
     # The sidecar names the checkpoint so the evaluation report can find the run's curves and config.
-    meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights}
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights,
+            "latent_absmax": state.get("latent_absmax")}
     return SamplingModel(model, diffusion, tuple(state["latent_shape"]), vae_obj, text, int(state.get("num_classes", 0)),
                          dev, int(sample_cfg.get("steps", 250)), float(sample_cfg.get("fps", 8.0)), meta)
 
@@ -208,11 +227,13 @@ def sample_videos(
     vae: str | Any | None = None,
     fps: float | None = None,
     frames: int | None = None,
+    clip_denoised: str | float | None = "auto",
 ) -> list[Path]:
     """Sample ``num`` videos from a training checkpoint (run folder or ``step-*`` folder).
 
     ``frames=1`` samples still images (PNG); other values are refused (the latent length is the
-    one the model was trained on).
+    one the model was trained on). ``clip_denoised``: "auto" clamps every x_0 estimate to the
+    largest |latent| the run trained on (recorded in the checkpoint), "none" never, a number to it.
 
     Uses the EMA weights unless ``use_ema=False`` and decodes through the VAE the run was trained
     with (recorded in the checkpoint; ``vae`` overrides it with a path/name or a loaded VAE).
@@ -228,6 +249,7 @@ def sample_videos(
                          "only --frames 1 (a still image) can be asked for")
     m = load_sampling_model(checkpoint, use_ema, device, vae)
     spec = SampleSpec(num=num, sampler=sampler, steps=steps or m.default_steps, eta=eta,
+                      clip_denoised=resolve_clip(clip_denoised, m.meta.get("latent_absmax")),
                       cfg_scale=cfg_scale, seed=seed, batch_size=batch_size,
                       fps=fps or m.default_fps, caption=caption,
                       negative_prompt=negative_prompt, class_id=class_id)
