@@ -392,9 +392,11 @@ class LatentDataset(Dataset):
     ``flow_features_dir`` is given. Clips without cached flow features are left out (with a warning).
 
     One item per cached *window* of a video. When the cache holds several variants of a window (both
-    flips, posterior samples) and an image pool, every epoch draws one variant and a fresh set of
-    ``num_images`` pool images from other videos, as a function of ``(seed, epoch, index)`` only
-    (call ``set_epoch``; the trainer does), so runs resume exactly and workers agree.
+    flips, posterior samples), epoch ``e`` takes variant ``e mod V`` of an order shuffled by
+    ``(seed, index)`` (consecutive epochs differ; V epochs see each once), and with an image pool a
+    fresh set of ``num_images`` pool images of other videos drawn from ``(seed, epoch, index)``; all
+    of it a function of those alone (call ``set_epoch``; the trainer does), so runs resume exactly
+    and workers agree.
     """
 
     def __init__(self, latent_dir: str | os.PathLike, split: str | None = "train",
@@ -458,11 +460,14 @@ class LatentDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         group = self.groups[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        row = self.rows[group[int(rng.integers(0, len(group)))] if len(group) > 1 else group[0]]
+        # The window's variants (flip x posterior sample) in an order fixed by (seed, index): epoch e
+        # takes number e mod V, so consecutive epochs differ and V epochs see every variant once.
+        combos = [(i, p) for i in group for p in range(int(self.rows[i].get("video_variants", 1)))]
+        order = np.random.default_rng([self.seed, index]).permutation(len(combos))
+        i, p = combos[int(order[self.epoch % len(combos)])]
+        row = self.rows[i]
         cid = row["clip_id"]
-        variants = int(row.get("video_variants", 1))
-        p = int(rng.integers(0, variants)) if variants > 1 else 0
+        rng = np.random.default_rng([self.seed, self.epoch, index])  # the pool images
         video = self.shards.get(row["shard"], f"{cid}/video" if p == 0 else f"{cid}/video/{p}")  # (F_v, C, h, w)
         parts = [video]
         n_img = int(row.get("num_images", 0))

@@ -36,12 +36,14 @@ import torch.nn.functional as F
 
 from medvid.utils.logging import get_logger
 
-__all__ = ["AlignConfig", "AlignmentLoss", "FlowAligner", "build_alignment", "layer_for_block",
+__all__ = ["AlignConfig", "AlignmentLoss", "FlowAligner", "build_alignment", "check_feature_recipe", "layer_for_block",
            "mix_frames", "resample_plane", "pearson_residual", "pooled_residual", "flow_targets"]
 
 log = get_logger("flow")
 
 POOLINGS = ("sample", "frame", "token")
+FLOW_METHODS = ("raft", "raft-small", "dis")
+REPNETS = ("dino", "effnet-lite0")
 
 
 @dataclass
@@ -59,6 +61,14 @@ class AlignConfig:
     allow_random_repnet: bool = False
     frame_mix: Literal["groups", "global"] = "groups"
     pooling: Literal["sample", "frame", "token"] = "sample"  # the tokens one Pearson r pools (Eq. 14)
+    # What a recipe claims its targets are ("raft" / "raft-small" / "dis"; "dino" / "effnet-lite0"),
+    # checked at train start against the flow cache's meta.json (or flow / repnet when on the fly).
+    require_flow: str | None = None
+    require_repnet: str | None = None
+    # Train anyway when the features are not what require_* claims; the mismatch is then written
+    # into feature_mismatch (config.yaml, checkpoints), the log, the checkpoint state and the report.
+    allow_feature_mismatch: bool = False
+    feature_mismatch: str | None = None  # set by the trainer, not by hand
 
     def __post_init__(self):
         if self.alpha < 0 or self.margin < 0:
@@ -67,6 +77,10 @@ class AlignConfig:
             raise ValueError(f"align.frame_mix {self.frame_mix!r} must be 'groups' or 'global'")
         if self.pooling not in POOLINGS:
             raise ValueError(f"align.pooling {self.pooling!r} must be one of {POOLINGS}")
+        if self.require_flow not in (None, *FLOW_METHODS):
+            raise ValueError(f"align.require_flow {self.require_flow!r} must be one of {FLOW_METHODS} (or null)")
+        if self.require_repnet not in (None, *REPNETS):
+            raise ValueError(f"align.require_repnet {self.require_repnet!r} must be one of {REPNETS} (or null)")
 
 
 def layer_for_block(i: int, depth: int, num_layers: int) -> int:
@@ -221,6 +235,67 @@ class FlowAligner:
 
     def __call__(self, block_feats, batch: dict, t: torch.Tensor, num_images: int = 0) -> torch.Tensor:
         return self.loss(block_feats, self.targets(batch), t, num_images)
+
+
+def _repnet_kind(name: str) -> str:
+    """A representation net's recorded name (``build_repnet(...).name``) -> "dino" / "effnet-lite0" /
+    "dino-random" / the name itself."""
+    if name.startswith("dino"):
+        return "dino-random" if "RANDOM" in name else "dino"
+    if name.startswith("efficientnet-lite0") or name == "effnet-lite0":
+        return "effnet-lite0"
+    return name
+
+
+def check_feature_recipe(align_cfg: Any) -> str | None:
+    """Compare the alignment targets with what ``align.require_flow`` / ``align.require_repnet`` claim.
+
+    Targets: the ``flow`` and ``repnet`` recorded in ``features_dir/meta.json`` (a ``medvid
+    flow-features`` cache), else the on-the-fly ``flow`` / ``repnet`` (+ ``repnet_weights``).
+    Returns ``None`` when they match (or nothing is required); raises ``ValueError`` naming the fix
+    on a mismatch, unless ``allow_feature_mismatch`` is set: then returns the mismatch, to be recorded.
+    """
+    if not getattr(align_cfg, "enabled", False):
+        return None
+    need_flow, need_rep = getattr(align_cfg, "require_flow", None), getattr(align_cfg, "require_repnet", None)
+    if need_flow is None and need_rep is None:
+        return None
+    features_dir = getattr(align_cfg, "features_dir", None)
+    if features_dir:
+        import json
+        from pathlib import Path
+
+        meta_path = Path(features_dir) / "meta.json"
+        if not meta_path.is_file():
+            raise ValueError(f"align.features_dir {features_dir}: no meta.json; run `medvid flow-features` into it first")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        flow, rep_name, where = str(meta.get("flow")), str(meta.get("repnet")), f"the flow cache {meta_path}"
+    else:
+        flow, where = str(align_cfg.flow), "the on-the-fly settings align.flow / align.repnet"
+        rep_name = align_cfg.repnet if (align_cfg.repnet != "dino" or align_cfg.repnet_weights) else "dino-RANDOM"
+    rep = _repnet_kind(rep_name)
+    wrong = []
+    stand_ins = {"dis": " (OpenCV DIS, a stand-in for RAFT)", "effnet-lite0": " (an ImageNet stand-in for DINO)",
+                 "dino-random": " (randomly initialised)"}
+    if need_flow is not None and flow != need_flow:
+        wrong.append(f"flow {flow!r}{stand_ins.get(flow, '')} where align.require_flow is {need_flow!r}")
+    if need_rep is not None and rep != need_rep:
+        extra = stand_ins.get(rep, "") if "stand-in" not in rep_name else ""
+        wrong.append(f"representation net {rep_name!r}{extra} where align.require_repnet is {need_rep!r}")
+    if not wrong:
+        return None
+    msg = (f"alignment targets are not the recipe's: {where} has {' and '.join(wrong)}")
+    if getattr(align_cfg, "allow_feature_mismatch", False):
+        return msg + " (trained anyway: align.allow_feature_mismatch=true)"
+    flow_flags = {"raft": "--flow raft --flow-weights raft_things.pth",
+                  "raft-small": "--flow raft-small --flow-weights raft_small.pth", "dis": "--flow dis"}
+    rep_flags = {"dino": "--repnet dino --repnet-weights dino_deitsmall8_pretrain.pth", "effnet-lite0": "--repnet effnet-lite0"}
+    fix = " ".join(x for x in (flow_flags.get(need_flow or flow, ""), rep_flags.get(need_rep or rep, "")) if x)
+    raise ValueError(
+        f"{msg}. Fix: compute the features the recipe names, `medvid flow-features LATENT_DIR --out NEW_DIR {fix}`, "
+        "and set align.features_dir to NEW_DIR; or train on these features on purpose with "
+        "--align.allow_feature_mismatch true (recorded in config.yaml, the log, every checkpoint and the report)"
+    )
 
 
 def build_alignment(align_cfg: Any, model: torch.nn.Module | None = None) -> FlowAligner | None:

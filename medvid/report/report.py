@@ -114,7 +114,31 @@ def find_run(fake_dir: str | Path) -> dict | None:
                     info["config_file"] = str(cfg)
                     info["config"] = cfg.read_text()
                     break
+            mismatch = _feature_mismatch(step_dir, info.get("config"))
+            if mismatch:
+                info["feature_mismatch"] = mismatch
         return info
+    return None
+
+
+def _feature_mismatch(step_dir: Path, config_text: str | None) -> str | None:
+    """The run's recorded alignment-feature mismatch (``align.allow_feature_mismatch``), if any."""
+    try:
+        state = json.loads((step_dir / "state.json").read_text()) if (step_dir / "state.json").is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    if state.get("feature_mismatch"):
+        return str(state["feature_mismatch"])
+    if config_text:
+        import yaml
+
+        try:
+            cfg = yaml.safe_load(config_text) or {}
+        except yaml.YAMLError:
+            return None
+        align = cfg.get("align") if isinstance(cfg, dict) else None
+        if isinstance(align, dict) and align.get("feature_mismatch"):
+            return str(align["feature_mismatch"])
     return None
 
 
@@ -195,6 +219,7 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.skipped td{color:#8c959f}
+.warn{border:2px solid #cf222e;background:#ffebe9;color:#82071e;padding:8px 12px;font-weight:600}
 .pairs{display:grid;grid-template-columns:max-content max-content max-content;gap:8px 16px;align-items:center}
 .pairs img{image-rendering:pixelated;border:1px solid #d0d7de;background:#000}
 .strip img{display:block;margin:2px 0 10px;border:1px solid #d0d7de}
@@ -390,6 +415,14 @@ def _videos_section(real_dir, fake_dir, num: int, clip_length: int, seed: int) -
     return "".join(out)
 
 
+def _mismatch_banner(fake_dir) -> list[str]:
+    run = find_run(fake_dir) if fake_dir is not None else None
+    if not run or not run.get("feature_mismatch"):
+        return []
+    return [f"<p class='warn' id='feature-mismatch'>NOT THE RECIPE'S ALIGNMENT FEATURES: "
+            f"{_esc(run['feature_mismatch'])}</p>"]
+
+
 def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, num_videos: int = 4,
                  references: dict[str, dict] | None = None, round_trip_dir=None) -> Path:
     """Render ``results`` (the dict ``evaluate`` returns) into a self-contained HTML file.
@@ -404,6 +437,7 @@ def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, 
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>medvid evaluation</title>",
         f"<meta name='viewport' content='width=device-width'><style>{CSS}</style></head><body>",
         "<h1>medvid evaluation report</h1>",
+        *_mismatch_banner(fake_dir),
         (f"<div class='muted'>real: {_esc(real_d.get('path'))} ({real_d.get('num_videos')} videos, {real_d.get('num_clips')} clips"
          f"{', %d too short' % real_d['dropped_short'] if real_d.get('dropped_short') else ''}) · generated: "
          if real_d else "<div class='muted'>no real set · generated: ") +

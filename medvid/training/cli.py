@@ -45,8 +45,11 @@ def main(args: argparse.Namespace) -> int:
     from medvid.training.trainer import TrainingDivergedError, train
     from medvid.utils.runs import guard_run_folder
 
+    from medvid.flow.alignment import check_feature_recipe
+
     cfg = load_config(TrainConfig, args.config, list(getattr(args, "overrides", []) or []))
     check_config(cfg, args.config)
+    check_feature_recipe(cfg.align)  # the trainer checks again and records an allowed mismatch
     resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS,
                               config_class=TrainConfig)
     try:

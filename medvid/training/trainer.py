@@ -65,6 +65,15 @@ class Trainer:
         # This run's own handlers (log.txt), removed when the run ends so a later run in the same
         # process does not write into this run's log.
         self.own_handlers = [h for h in root_logger.handlers if h not in before]
+        # Before anything costly: are the alignment targets what the config claims (RAFT + DINO for
+        # the paper's configs)? A mismatch stops here, or, when allowed, is recorded in the config.
+        from medvid.flow.alignment import check_feature_recipe
+
+        mismatch = check_feature_recipe(cfg.align)
+        if mismatch:
+            cfg.align.feature_mismatch = mismatch
+            log.warning("=" * 20 + " NOT THE RECIPE'S FEATURES " + "=" * 20)
+            log.warning("%s", mismatch)
         # Same initial weights on every rank (DDP also broadcasts them).
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -190,6 +199,8 @@ class Trainer:
                 "latent_shape": list(self.latent_shape()),
                 "latent_absmax": absmax,
             }
+            if self.cfg.align.enabled and self.cfg.align.feature_mismatch:
+                state["feature_mismatch"] = self.cfg.align.feature_mismatch
             groups = {
                 "model": self.model.state_dict(),
                 "ema": self.ema.state_dict(),

@@ -154,3 +154,41 @@ def test_with_the_medsora_backbone_when_present():
     loss = AlignmentLoss(0.1)(feats, target, t, num_images=1)
     loss.backward()
     assert torch.isfinite(loss) and any(p.grad is not None for p in model.parameters())
+
+
+def _cache_meta(folder, flow, repnet):
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps({"flow": flow, "repnet": repnet}))
+    return str(folder)
+
+
+def test_required_features_are_checked_against_the_cache(tmp_path):
+    from medvid.flow.alignment import check_feature_recipe
+    from medvid.flow.repnet import build_repnet
+
+    stand_in = build_repnet("effnet-lite0").name  # what `medvid flow-features` records by default
+    need = dict(enabled=True, require_flow="raft", require_repnet="dino")
+    dis = _cache_meta(tmp_path / "dis", "dis", stand_in)
+    with pytest.raises(ValueError) as e:
+        check_feature_recipe(AlignConfig(features_dir=dis, **need))
+    msg = str(e.value)
+    assert "'dis'" in msg and "stand-in" in msg and "meta.json" in msg
+    assert "--flow raft" in msg and "--repnet dino" in msg and "allow_feature_mismatch" in msg
+    ok = _cache_meta(tmp_path / "raft", "raft", "dino-vit-d384-p8 (dino_deitsmall8_pretrain.pth)")
+    assert check_feature_recipe(AlignConfig(features_dir=ok, **need)) is None
+    rnd = _cache_meta(tmp_path / "rnd", "raft", "dino-vit-s8-RANDOM")  # a random DINO is not DINO
+    with pytest.raises(ValueError, match="RANDOM"):
+        check_feature_recipe(AlignConfig(features_dir=rnd, **need))
+    only_flow = check_feature_recipe(AlignConfig(features_dir=dis, enabled=True, require_flow="dis"))
+    assert only_flow is None  # only what is required is checked
+    allowed = check_feature_recipe(AlignConfig(features_dir=dis, allow_feature_mismatch=True, **need))
+    assert "'dis'" in allowed and "allow_feature_mismatch" in allowed
+    # on the fly: the configured flow / repnet; dino without weights would be random
+    with pytest.raises(ValueError, match="dino-RANDOM"):
+        check_feature_recipe(AlignConfig(flow="raft", repnet="dino", **need))
+    assert check_feature_recipe(AlignConfig(flow="raft", repnet="dino", repnet_weights="w.pth", **need)) is None
+    assert check_feature_recipe(AlignConfig(enabled=False, features_dir=dis, require_flow="raft")) is None
+    with pytest.raises(ValueError, match="require_flow"):
+        AlignConfig(require_flow="farneback")

@@ -107,17 +107,18 @@ def test_latent_dataset_draws_a_different_variant_each_epoch_deterministically(c
     pool = {p["video_id"]: p for p in _rows(out / "images")}
     pool_latents = {v: load_file(str(out / "images" / f"{p['shard']}.safetensors"))[f"{p['clip_id']}/images"]
                     for v, p in pool.items()}
-    seen_flips, seen_images = set(), set()
+    seen_flips, seen_images = [], set()
     for epoch in range(6):
         ds.set_epoch(epoch)
         item = ds[0]
         assert item["latents"].shape == (1 + 2, 4, 4, 4) and item["num_images"] == 2
-        seen_flips.add(item["clip_id"][-1])
+        seen_flips.append(item["clip_id"][-1])
         for img in item["latents"][1:]:
             where = [(v, j) for v, t in pool_latents.items() for j in range(len(t)) if torch.equal(t[j], img)]
             assert where and where[0][0] != item["video_id"]  # a pool image of another video
             seen_images.add(where[0])
-    assert seen_flips == {"f", "n"} and len(seen_images) > 3
+    # two variants (flips): consecutive epochs alternate between them
+    assert all(a != b for a, b in zip(seen_flips, seen_flips[1:])) and len(seen_images) > 3
     again = LatentDataset(out, seed=0)
     other = LatentDataset(out, seed=1)
     for epoch in (0, 3):
@@ -150,9 +151,9 @@ def test_posterior_samples_are_seeded_draws_of_the_posterior(prepared, vae, tmp_
     assert torch.equal(load_file(str(tmp_path / "again" / f"{r2['shard']}.safetensors"))[f"{r['clip_id']}/video/1"],
                        t[f"{r['clip_id']}/video/1"])
     ds = LatentDataset(out)
-    drawn = set()
-    for epoch in range(8):
+    drawn = []
+    i = next(i for i in range(len(ds)) if ds[i]["clip_id"] == r["clip_id"])
+    for epoch in range(4):
         ds.set_epoch(epoch)
-        i = next(i for i in range(len(ds)) if ds[i]["clip_id"] == r["clip_id"])
-        drawn.add(bool(torch.equal(ds[i]["latents"], t[f"{r['clip_id']}/video"])))
-    assert drawn == {True, False}
+        drawn.append(bool(torch.equal(ds[i]["latents"], t[f"{r['clip_id']}/video"])))
+    assert drawn[0] != drawn[1] and drawn[:2] == drawn[2:]  # samples 0 and 1 in turn

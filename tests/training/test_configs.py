@@ -21,6 +21,9 @@ def test_paper_configs(name):
     assert (cfg.diffusion.num_timesteps, cfg.diffusion.beta_start, cfg.diffusion.beta_end) == (1000, 1e-4, 0.02)
     assert (cfg.sample.sampler, cfg.sample.steps) == ("ddim", 250)
     assert cfg.align.enabled and cfg.align.alpha == 0.01
+    # the paper's targets are RAFT + DINO: train refuses the stand-in features unless told otherwise
+    assert (cfg.align.require_flow, cfg.align.require_repnet, cfg.align.allow_feature_mismatch) == ("raft", "dino", False)
+    assert cfg.align.pooling == "sample"
 
 
 def test_tiny_config_and_overrides():

@@ -118,3 +118,42 @@ def test_cli_overrides_and_errors(tiny_data, tmp_path, capsys):
     assert saved["optim"]["phases"] == [{"until_epoch": None, "lr": 2e-4, "batch_size": 2}]
     rc = main(["train", "--config", str(cfg_file), "--out", str(tmp_path / "run2"), "--optim.ema_decai", "0.5"])
     assert rc == 2 and "ema_decai" in capsys.readouterr().err
+
+
+def test_stand_in_features_stop_a_paper_recipe_run_or_are_recorded_loudly(tiny_data, tmp_path, capsys):
+    import json
+
+    from medvid.cli import main
+    from medvid.config import save_yaml
+    from medvid.report.report import find_run, write_report
+
+    vae_dir = tiny_data["root"] / "vae"
+    if not vae_dir.exists():
+        tiny_data["vae"].save(vae_dir)
+    over = {
+        "data": {"source": "videos", "manifest": str(tiny_data["manifest"]), "vae": str(vae_dir),
+                 "num_frames": 8, "frame_stride": 1, "resolution": 32, "num_images": 0, "hflip": False},
+        "align": {"enabled": True, "alpha": 0.1, "margin": 0.0, "flow": "dis", "repnet": "effnet-lite0",
+                  "require_flow": "raft", "require_repnet": "dino"},
+    }
+    cfg_file = tmp_path / "paper_like.yaml"
+    save_yaml(tiny_config(tiny_data["latent_dir"], max_steps=1, **over), cfg_file)
+    assert main(["train", "--config", str(cfg_file), "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "require_flow is 'raft'" in err and "--flow raft" in err and "allow_feature_mismatch" in err
+    assert not list((tmp_path / "refused").glob("step-*"))
+
+    run = tmp_path / "allowed"
+    assert main(["train", "--config", str(cfg_file), "--out", str(run), "--align.allow_feature_mismatch", "true"]) == 0
+    capsys.readouterr()
+    _, state, saved = load_checkpoint(run)
+    for recorded in (state["feature_mismatch"], saved["align"]["feature_mismatch"]):
+        assert "'dis'" in recorded and "stand-in" in recorded and "allow_feature_mismatch=true" in recorded
+    assert "feature_mismatch: " in (run / "config.yaml").read_text()
+    assert "NOT THE RECIPE'S FEATURES" in (run / "log.txt").read_text()
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "samples.json").write_text(json.dumps({"checkpoint": str(run)}))
+    assert "'dis'" in find_run(fake)["feature_mismatch"]
+    page = write_report({"settings": {}}, tmp_path / "report.html", fake_dir=fake).read_text()
+    assert "id='feature-mismatch'" in page and "NOT THE RECIPE" in page
