@@ -16,6 +16,12 @@ CogVideoX VAE, see ``medvid.latents.vae``); each joint-training image is encoded
 Resumable: a shard is written to a temporary file and renamed, and only then are its clips appended
 to ``index.jsonl``; a re-run skips every clip already in the index. A crash loses at most the shard
 being filled; a shard file left without index lines by a crash is removed on the next run.
+
+Many processes: under ``torchrun --nproc-per-node N -m medvid encode ...`` rank r encodes clips
+r, r + N, ... of the single-process order into its own ``shard-rank-0000r-*`` files and
+``index-rank-0000r.jsonl``; rank 0 then merges the indexes into ``index.jsonl`` in the single-process
+order (``medvid.data.shards``). ``--shard I/N`` jobs do the same without a launcher, and ``--merge``
+joins them. Tensors and index rows equal a single process's; only the shard file names differ.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from medvid.data.manifest import ManifestError, read_manifest, resolve_manifest,
 from medvid.data.shards import ShardWriter
 from medvid.latents.vae import VideoVAE, load_vae
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import add_shard_arguments
 
 log = get_logger("encode")
 
@@ -66,8 +73,26 @@ def encode(
     num_workers: int = 0,
     dtype: str = "float32",
     progress: bool = True,
+    shard: str | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
-    """Encode the clips of a manifest (or prepared folder) into ``out``; return a summary."""
+    """Encode the clips of a manifest (or prepared folder) into ``out``; return a summary.
+
+    Under torchrun (or with ``shard="I/N"``) this process encodes its share only; ``merge=True``
+    joins the rank indexes of earlier ``--shard`` jobs (see the module doc)."""
+    from medvid.utils.sharding import sharding
+
+    with sharding(shard, merge=merge) as sh:
+        return _encode(source, vae, out, splits=splits, clips_per_video=clips_per_video, num_frames=num_frames,
+                       frame_stride=frame_stride, resolution=resolution, num_images=num_images, seed=seed,
+                       short_policy=short_policy, hflip=hflip, shard_size=shard_size, batch_size=batch_size,
+                       num_workers=num_workers, dtype=dtype, progress=progress, sh=sh, merge=merge)
+
+
+def _encode(source, vae, out, *, splits, clips_per_video, num_frames, frame_stride, resolution, num_images, seed,
+            short_policy, hflip, shard_size, batch_size, num_workers, dtype, progress, sh, merge) -> dict[str, Any]:
+    from medvid.data.shards import merge_index
+    from medvid.utils.sharding import sum_counts
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
@@ -123,12 +148,13 @@ def encode(
             )
     write_json(meta_path, meta)
 
-    writer = ShardWriter(out, FORMAT, shard_size)
+    writer = ShardWriter(out, FORMAT, shard_size, tag=sh.tag)
     done = writer.done
     torch_dtype = DTYPES[dtype]
     stats = {"encoded": 0, "already_done": 0, "duplicates": 0}
 
     bad_videos: dict[str, str] = {}
+    order: list[str] = []  # every clip id in the single-process order
     for split in splits:
         if not any(e.get("split", "train") == split for e in entries):
             continue
@@ -139,8 +165,10 @@ def encode(
         )
         ds.source = str(manifest)
         specs = [ds.clip_spec(i) for i in range(len(ds))]
+        order += [spec["clip_id"] for spec in specs]
         todo = []
-        for i, spec in enumerate(specs):
+        for i in sh.take(range(len(specs))) if not merge else []:
+            spec = specs[i]
             if spec["clip_id"] in done:
                 stats["already_done"] += 1
             else:
@@ -184,9 +212,10 @@ def encode(
         bar.close()
         writer.flush()
         bad_videos.update(ds.bad_videos)
-    total = writer.total()
-    summary = {**stats, "shards_written": writer.shards_written, "total_clips": total, "bad_videos": bad_videos,
-               "out": str(out)}
+    part = {**stats, "shards_written": writer.shards_written, "bad_videos": bad_videos}
+    summary = sum_counts(sh.gather(part))
+    total = sh.finish(lambda: merge_index(out, order), writer.total())
+    summary.update(total_clips=total, out=str(out))
     if total == 0:
         raise ManifestError(f"{manifest}: no clip could be encoded (splits {list(splits)}); see the warnings above")
     return summary
@@ -210,6 +239,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--no-progress", action="store_true")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -220,7 +250,7 @@ def main(args: argparse.Namespace) -> int:
             resolution=args.resolution, num_images=args.num_images, seed=args.seed,
             short_policy=args.short_policy, hflip=not args.no_hflip, shard_size=args.shard_size,
             batch_size=args.batch_size, num_workers=args.num_workers, dtype=args.dtype,
-            progress=not args.no_progress,
+            progress=not args.no_progress, shard=args.shard, merge=args.merge,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"medvid encode: {e}")

@@ -274,9 +274,12 @@ def _rank_main(rank: int, world: int, port: int, threads: int, fn, args: tuple, 
     fn(*args, **kwargs)
 
 
-def spawn_local(fn, nprocs: int, *args, threads: int = 1, **kwargs) -> None:
+def spawn_local(fn, nprocs: int, *args, threads: int | None = None, **kwargs) -> None:
     """Run ``fn(*args, **kwargs)`` in ``nprocs`` fresh processes with torchrun's environment
-    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); ``fn`` must be importable (a module-level function)."""
+    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); ``fn`` must be importable (a module-level function).
+    ``threads``: torch threads per process (default: this process's, so float reductions match)."""
+    import torch
     import torch.multiprocessing as mp
 
+    threads = threads or torch.get_num_threads()
     mp.spawn(_rank_main, args=(nprocs, free_port(), threads, fn, args, kwargs), nprocs=nprocs)
