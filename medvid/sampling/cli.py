@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from medvid.diffusion.samplers import SAMPLERS
+from medvid.utils.sharding import add_shard_arguments
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", default=None, help="override the VAE recorded in the checkpoint")
     parser.add_argument("--fps", type=float, default=None)
     parser.add_argument("--frames", type=int, default=None, help="1: still images (PNG) instead of videos")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
                               steps=args.steps, cfg_scale=args.cfg, eta=args.eta, batch_size=args.batch_size,
                               use_ema=not args.no_ema, device=args.device, caption=args.caption,
                               negative_prompt=args.negative_prompt, class_id=args.class_id, vae=args.vae, fps=args.fps,
-                              frames=args.frames)
+                              frames=args.frames, shard=args.shard, merge=args.merge)
     except ValueError as e:
         print(f"medvid sample: {e}", file=sys.stderr)
         return 2
