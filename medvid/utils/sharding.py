@@ -154,13 +154,14 @@ def sharding(shard: str | None = None, device: str = "cpu", merge: bool = False)
             cleanup(sh._dist)
 
 
-def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--shard I/N`` and ``--merge`` for a stage's command line."""
+def add_shard_arguments(parser: argparse.ArgumentParser, merge: bool = True) -> None:
+    """``--shard I/N`` and (for stages whose outputs are joined) ``--merge`` for a command line."""
     parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="do only part I of N of the work (independent jobs, e.g. an array job); "
-                             "join the parts afterwards with the same command and --merge")
-    parser.add_argument("--merge", action="store_true",
-                        help="join the outputs of --shard jobs (or of an interrupted multi-process run)")
+                        help="do only part I of N of the work (independent jobs, e.g. an array job)"
+                             + ("; join the parts afterwards with the same command and --merge" if merge else ""))
+    if merge:
+        parser.add_argument("--merge", action="store_true",
+                            help="join the outputs of --shard jobs (or of an interrupted multi-process run)")
 
 
 # ------------------------------------------------------------------------------------------------
