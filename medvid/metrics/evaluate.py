@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from medvid.metrics.features import FeatureCache, batched_features, cache_key, d
 from medvid.metrics.frechet import bootstrap_frechet, frechet_distance_from_features
 from medvid.metrics.inputs import Clip, VideoSource, fingerprint, list_videos, select_clips
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import Sharding, current, release
 from medvid.utils.weights import MissingWeightsError
 
 __all__ = ["evaluate", "ALL_METRICS", "DEFAULT_METRICS", "OFFLINE_METRICS", "parse_metrics"]
@@ -142,10 +143,34 @@ def _mean_ci(values: Sequence[float], bootstrap: int, seed: int, level: float = 
 
 
 class _Evaluator:
-    def __init__(self, real: _VideoSet, fake: _VideoSet, cache: FeatureCache, batch_size: int, bootstrap: int, seed: int):
+    def __init__(self, real: _VideoSet, fake: _VideoSet, cache: FeatureCache, batch_size: int, bootstrap: int, seed: int,
+                 sharding: Sharding | None = None):
         self.real, self.fake, self.cache = real, fake, cache
         self.batch_size, self.bootstrap, self.seed = batch_size, bootstrap, seed
+        self.sh = sharding or Sharding()
         self._feats: dict[tuple, np.ndarray] = {}
+
+    def _features(self, key: str, fn: Callable, items: Callable[[], Iterable[np.ndarray]], units: list,
+                  read: Callable[[Any], np.ndarray], describe: dict) -> np.ndarray:
+        """Features of ``items()`` (one process), from the cache or computed.
+
+        Under torchrun the same arrays come from ``units`` (clips or sources, each ``read`` to a
+        stack of items): rank r computes units r, r + N, ... and every rank gets all rows in order;
+        only rank 0 reads and writes the cache, and broadcasts whether it had them."""
+        if not self.sh.launched:
+            return self.cache.get_or_compute(key, lambda: batched_features(items(), fn, self.batch_size), describe)
+        cached = self.sh.broadcast(self.cache.load(key) if self.sh.is_main else None)
+        if cached is not None:
+            return cached
+        mine: dict[int, np.ndarray] = {}
+        for i in self.sh.take(range(len(units))):
+            stack = read(units[i])  # (n, ...) items of this unit
+            mine[i] = batched_features(iter(stack), fn, self.batch_size) if len(stack) else np.zeros((0, 0))
+        rows = {i: a for part in self.sh.gather(mine) for i, a in part.items()}
+        arr = np.concatenate([rows[i] for i in range(len(units)) if len(rows[i])])
+        if self.sh.is_main:
+            self.cache.store(key, arr, describe)
+        return arr
 
     def clip_features(self, side: _VideoSet, net_id: str, fn: Callable, per_frame: bool = False) -> np.ndarray:
         """Features of every selected clip (``per_frame``: every frame of them, clip-major)."""
@@ -153,11 +178,13 @@ class _Evaluator:
         if mem not in self._feats:
             key = cache_key(kind="clips", net=net_id, per_frame=per_frame, clips=side.clip_key())
             if per_frame:
-                items = (f for clip in side.iter_clips() for f in clip)
+                items = lambda: (f for clip in side.iter_clips() for f in clip)  # noqa: E731
+                read = lambda c: c.read()  # noqa: E731  (T, H, W, 3): one item per frame
             else:
-                items = side.iter_clips()
-            self._feats[mem] = self.cache.get_or_compute(
-                key, lambda: batched_features(items, fn, self.batch_size),
+                items = side.iter_clips
+                read = lambda c: c.read()[None]  # noqa: E731  one item: the clip
+            self._feats[mem] = self._features(
+                key, fn, items, list(side.clips), read,
                 {"set": str(side.root), "net": net_id, "per_frame": per_frame, "num_clips": len(side.clips)})
         return self._feats[mem]
 
@@ -165,8 +192,17 @@ class _Evaluator:
         mem = (id(side), net_id, "frames", max_frames)
         if mem not in self._feats:
             key = cache_key(kind="frames", net=net_id, set=side.fingerprint, max_frames=max_frames)
-            self._feats[mem] = self.cache.get_or_compute(
-                key, lambda: batched_features(side.iter_frames(max_frames), fn, self.batch_size),
+            # torchrun: (source, frames it gives) in source order until max_frames, from the
+            # containers' frame counts (one process stops on the frames actually decoded)
+            units, left = [], max_frames
+            for src in side.sources:
+                n = src.num_frames if left is None else min(src.num_frames, left)
+                if n <= 0:
+                    break
+                units.append((src, n))
+                left = None if left is None else left - n
+            self._feats[mem] = self._features(
+                key, fn, lambda: side.iter_frames(max_frames), units, lambda u: u[0].read()[: u[1]],
                 {"set": str(side.root), "net": net_id, "max_frames": max_frames})
         return self._feats[mem]
 
@@ -224,6 +260,10 @@ def evaluate(
     ``cache_dir``: "default" (``$MEDVID_CACHE/features`` or ``~/.cache/medvid/features``), a
     folder, or None to disable feature caching. ``fps``: frame rate for dynamic degree (default:
     the reader's, 8 for npz and frame folders).
+
+    Under ``torchrun --nproc-per-node N`` every rank runs this function: the feature extraction
+    (the networks over clips and frames) is split across ranks, every rank gets all features, and
+    rank 0 writes the cache, ``metrics.json`` and the report.
     """
     t0 = time.time()
     names = parse_metrics(metrics)
@@ -234,7 +274,8 @@ def evaluate(
     real_set = _VideoSet(real, "--real", True, num_clips, clip_length, seed) if real is not None else None
     fake_set = _VideoSet(fake, "--fake", False, num_clips, clip_length, seed)
     cache = FeatureCache(default_cache_dir() if cache_dir == "default" else cache_dir)
-    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed)
+    sh = current(None, "auto")
+    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed, sh)
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -283,7 +324,8 @@ def evaluate(
         "seconds": timings,
         "total_seconds": round(time.time() - t0, 3),
     }
-    if out_dir is not None:
+    release(sh)
+    if out_dir is not None and sh.is_main:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(out, indent=1))

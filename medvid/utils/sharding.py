@@ -141,6 +141,15 @@ def current(shard: str | None = None, device: str = "cpu", merge: bool = False) 
     return Sharding(info.rank, info.world_size, True, info.local_rank, info)
 
 
+def release(sh: Sharding) -> None:
+    """Leave the process group :func:`current` joined (nothing for a single process or a job)."""
+    if sh._dist is not None:
+        from medvid.training.distributed import cleanup
+
+        cleanup(sh._dist)
+        sh._dist = None
+
+
 @contextmanager
 def sharding(shard: str | None = None, device: str = "cpu", merge: bool = False) -> Iterator[Sharding]:
     """:func:`current`, leaving the process group it joined when the block ends."""
@@ -148,10 +157,7 @@ def sharding(shard: str | None = None, device: str = "cpu", merge: bool = False)
     try:
         yield sh
     finally:
-        if sh._dist is not None:
-            from medvid.training.distributed import cleanup
-
-            cleanup(sh._dist)
+        release(sh)
 
 
 def add_shard_arguments(parser: argparse.ArgumentParser, merge: bool = True) -> None:
