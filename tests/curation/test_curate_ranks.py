@@ -3,6 +3,8 @@ same clips, manifest and removals as one process."""
 
 import json
 
+import pytest
+
 from medvid.curation import curate as C
 from medvid.utils.sharding import spawn_local
 
@@ -54,3 +56,20 @@ def test_killed_rank_resumes_to_the_same_result(src, tmp_path, monkeypatch):  # 
     assert sorted(calls) == sorted(set(rels[1::2]) | {"broken.mp4"})  # rank 1's share; an error is retried
     assert report["resumed_sources"] == len(set(rels[0::2]) - {"broken.mp4"})
     assert outputs(out) == outputs(tmp_path / "ref")
+
+
+def test_cli_shard_jobs_then_merge(src, tmp_path, capsys):  # noqa: F811
+    from medvid.cli import main
+
+    base = [str(src), str(tmp_path / "out"), "--set", "min_side=64", "--set", "min_seconds=0.5",
+            "--set", "text_engine=opencv"]
+    for i in range(2):
+        assert main(["curate", *base, "--shard", f"{i}/2"]) == 0
+        assert f"shard {i}/2" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
+    assert main(["curate", *base, "--merge"]) == 0
+    assert '"sources": 4' in capsys.readouterr().out and (tmp_path / "out" / "manifest.jsonl").is_file()
+    with pytest.raises(ValueError, match="I/N"):
+        main(["curate", *base, "--shard", "2/2"])
+    with pytest.raises(ValueError, match="--merge"):
+        main(["curate", *base, "--shard", "0/2", "--merge"])
