@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "caption": ("medvid.vlm.caption", "caption clips with a vision-language model"),
     "train-vae": ("medvid.latents.train_vae", "fine-tune the frequency-compensated video VAE"),
     "vae-eval": ("medvid.latents.vae_eval", "PSNR/SSIM of VAE reconstructions, base vs compensated"),
+    "fit-latent-scale": ("medvid.latents.scale", "fit a VAE's latent scaling/shift to training clips (mean 0, std 1)"),
     "encode": ("medvid.latents.encode", "encode clips to cached VAE latents"),
     "flow-features": ("medvid.flow.cache", "cache optical-flow representation features"),
     "train": ("medvid.training.cli", "train a video diffusion model (MedSora / STDiT)"),

@@ -24,6 +24,8 @@ def readme_commands() -> list[list[str]]:
         text = block.replace("\\\n", " ")
         for line in text.splitlines():
             line = line.split(" #", 1)[0].strip()
+            if line.startswith("#"):  # a comment line
+                continue
             words = shlex.split(line) if line else []
             if "medvid" in words:
                 cmds.append(words[words.index("medvid") + 1 :])

@@ -380,9 +380,15 @@ class LatentDataset(Dataset):
     Items: ``{"latents": (F_v + N_img, C, h, w), "num_images": int, "clip_id", "video_id",
     "caption"}``, plus ``"flow_features"`` (list of L tensors ``(F_video, tokens, channels)``) when
     ``flow_features_dir`` is given. Clips without cached flow features are left out (with a warning).
+
+    One item per cached *window* of a video. When the cache holds several variants of a window (both
+    flips, posterior samples) and an image pool, every epoch draws one variant and a fresh set of
+    ``num_images`` pool images from other videos, as a function of ``(seed, epoch, index)`` only
+    (call ``set_epoch``; the trainer does), so runs resume exactly and workers agree.
     """
 
-    def __init__(self, latent_dir: str | os.PathLike, split: str | None = "train", flow_features_dir: str | os.PathLike | None = None):
+    def __init__(self, latent_dir: str | os.PathLike, split: str | None = "train",
+                 flow_features_dir: str | os.PathLike | None = None, seed: int = 0):
         self.latent_dir = Path(latent_dir)
         meta_path = self.latent_dir / "meta.json"
         if not meta_path.is_file():
@@ -404,24 +410,62 @@ class LatentDataset(Dataset):
                 + "; run `medvid encode` (and `medvid flow-features`) on this split"
             )
         self.rows = rows
+        # Variants of one window (its flips) form one item; caches without "window" have one per row.
+        groups: dict[Any, list[int]] = {}
+        for i, r in enumerate(rows):
+            key = (r.get("split"), r.get("video_id"), r["window"]) if "window" in r else r["clip_id"]
+            groups.setdefault(key, []).append(i)
+        self.groups = list(groups.values())
         self.shards = ShardReader(self.latent_dir)
         self.scaling_factor = float(self.meta.get("scaling_factor", 1.0))
+        self.seed = int(seed)
+        self.epoch = 0
+        self.num_images = int(self.meta.get("protocol", {}).get("num_images", 0))
+        self.pool: dict[str, dict[str, Any]] = {}
+        pool_dir = self.latent_dir / "images"
+        if self.num_images and (pool_dir / "index.jsonl").is_file():
+            self.pool = {r["video_id"]: r for r in read_index(pool_dir)
+                         if split in (None, "all") or r.get("split", "train") == split}
+            self.pool_shards = ShardReader(pool_dir)
+        self.pool_videos = sorted(self.pool)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.groups)
+
+    def _pool_images(self, video_id: str, rng: np.random.Generator) -> tuple[torch.Tensor, list[list[Any]]]:
+        """``num_images`` pool latents ``(N, C, h, w)`` from videos other than ``video_id`` (itself
+        only when it is the only one), and which (video, pool position) each is."""
+        others = [v for v in self.pool_videos if v != video_id] or self.pool_videos
+        picks = []
+        for _ in range(self.num_images):
+            v = others[int(rng.integers(0, len(others)))]
+            picks.append([v, int(rng.integers(0, int(self.pool[v]["num_images"])))])
+        rows = {v: self.pool_shards.get(self.pool[v]["shard"], f"{self.pool[v]['clip_id']}/images") for v, _ in picks}
+        return torch.stack([rows[v][j] for v, j in picks]), picks
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
+        group = self.groups[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        row = self.rows[group[int(rng.integers(0, len(group)))] if len(group) > 1 else group[0]]
         cid = row["clip_id"]
-        video = self.shards.get(row["shard"], f"{cid}/video")  # (F_v, C, h, w)
-        n_img = int(row.get("num_images", 0))
+        variants = int(row.get("video_variants", 1))
+        p = int(rng.integers(0, variants)) if variants > 1 else 0
+        video = self.shards.get(row["shard"], f"{cid}/video" if p == 0 else f"{cid}/video/{p}")  # (F_v, C, h, w)
         parts = [video]
+        n_img = int(row.get("num_images", 0))
         if n_img:
             parts.append(self.shards.get(row["shard"], f"{cid}/images"))  # (N_img, C, h, w)
+        elif self.pool:
+            images, _ = self._pool_images(str(row.get("video_id", "")), rng)  # (N_img, C, h, w)
+            parts.append(images)
+            n_img = images.shape[0]
         if video.dtype == torch.bfloat16:
             latents = torch.cat(parts, 0).float()
         else:  # numpy: single-threaded, no intra-op thread pool contending with the training step
-            latents = torch.from_numpy(np.concatenate([p.numpy() for p in parts]).astype(np.float32, copy=False))
+            latents = torch.from_numpy(np.concatenate([q.numpy() for q in parts]).astype(np.float32, copy=False))
         item = {
             "latents": latents,
             "num_images": n_img,

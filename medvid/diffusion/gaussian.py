@@ -1,10 +1,18 @@
-"""Gaussian diffusion with a linear beta schedule, epsilon prediction and learned-range variance.
+"""Gaussian diffusion with a linear beta schedule, epsilon or v prediction and learned-range variance.
 
 The forward process, the posterior and the hybrid loss follow improved DDPM (Nichol & Dhariwal 2021,
 "Improved Denoising Diffusion Probabilistic Models") as used by DiT: the network predicts epsilon and
 a value v in [-1, 1] per element that interpolates the log variance between the posterior variance
 beta~_t and beta_t (Eq. 15); the loss is L_simple + L_vb (Eq. 16 with lambda = 1 as in DiT, the
 mean's gradient stopped in L_vb). MedSora's setting: 1000 steps, betas linear from 1e-4 to 0.02.
+
+``prediction="v"`` makes the network predict the velocity v = sqrt(a_bar) eps - sqrt(1 - a_bar) x_0
+(Salimans & Ho 2022, "Progressive Distillation", section 4), diffusers' ``v_prediction``. With epsilon
+prediction the x_0 estimate is (x_t - sqrt(1 - a_bar) eps) / sqrt(a_bar): at t near T an error in eps
+is multiplied by 1/sqrt(a_bar) (~160x at t = 999 for this schedule), and deterministic samplers
+(DDIM, DPM-Solver++) carry such an x_0 through every later step; decoded, those latent outliers are
+colour blotches. With v prediction x_0 = sqrt(a_bar) x_t - sqrt(1 - a_bar) v, whose error is bounded
+by the error in v at every t.
 
 Schedules are kept in float64 (as improved DDPM does in numpy) and cast per call; latents keep the
 layout ``(B, F, C, H, W)``, so the learned-variance half of the model output is split on ``dim=2``.
@@ -48,11 +56,16 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, lo
     )
 
 
+PREDICTIONS = ("eps", "v")
+
+
 class GaussianDiffusion:
     """The noise schedule plus everything computed from it (no network inside).
 
     ``num_timesteps``: training steps T; ``beta_start``/``beta_end``: the linear schedule (DDPM);
-    ``learn_sigma``: the model outputs ``2C`` channels (epsilon, variance interpolation v).
+    ``learn_sigma``: the model outputs ``2C`` channels (the prediction, then the variance
+    interpolation); ``prediction``: what the first ``C`` channels predict, ``"eps"`` (DDPM, DiT,
+    MedSora) or ``"v"`` (the velocity; see the module docstring).
     """
 
     def __init__(
@@ -62,7 +75,10 @@ class GaussianDiffusion:
         beta_end: float = 0.02,
         learn_sigma: bool = True,
         channel_dim: int = 2,
+        prediction: str = "eps",
     ):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={prediction!r}: choose one of {list(PREDICTIONS)}")
         if num_timesteps < 2:
             raise ValueError(f"num_timesteps={num_timesteps}: need at least 2 diffusion steps")
         if not 0 < beta_start < beta_end < 1:
@@ -70,6 +86,7 @@ class GaussianDiffusion:
         self.num_timesteps = num_timesteps
         self.beta_start, self.beta_end = beta_start, beta_end
         self.learn_sigma = learn_sigma
+        self.prediction = prediction
         self.channel_dim = channel_dim
         f64 = torch.float64
         self.betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=f64)
@@ -95,7 +112,15 @@ class GaussianDiffusion:
             "beta_start": self.beta_start,
             "beta_end": self.beta_end,
             "learn_sigma": self.learn_sigma,
+            "prediction": self.prediction,
         }
+
+    @classmethod
+    def from_description(cls, d: dict | None, learn_sigma: bool = True) -> "GaussianDiffusion":
+        """Rebuild from :meth:`describe` as stored in a checkpoint (older checkpoints: eps prediction)."""
+        d = d or {}
+        return cls(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
+                   learn_sigma=bool(d.get("learn_sigma", learn_sigma)), prediction=d.get("prediction", "eps"))
 
     @staticmethod
     def _gather(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -123,15 +148,46 @@ class GaussianDiffusion:
         ) * eps
 
     def split_output(self, model_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, F, 2C, H, W) -> eps (B, F, C, H, W), v (B, F, C, H, W); without learn_sigma v is None."""
+        """(B, F, 2C, H, W) -> prediction (B, F, C, H, W), variance interpolation (B, F, C, H, W);
+        without learn_sigma the second is None."""
         if not self.learn_sigma:
             return model_output, None
-        eps, v = model_output.chunk(2, dim=self.channel_dim)
-        return eps, v
+        pred, var = model_output.chunk(2, dim=self.channel_dim)
+        return pred, var
 
-    def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> dict:
-        """p(x_{t-1} | x_t): mean, log variance (learned range, improved DDPM Eq. 15) and predicted x_0."""
-        eps, v = self.split_output(model_output)
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to output: eps, or v = sqrt(a_bar) eps - sqrt(1 - a_bar) x_0."""
+        if self.prediction == "eps":
+            return noise
+        return self._gather(self.sqrt_alphas_cumprod, t, x0) * noise - self._gather(
+            self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+    def eps_and_x0(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                   clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's prediction (its first C channels) as (eps, x_0) at x_t.
+
+        ``clip``: clamp x_0 to [-clip, clip] and re-derive eps from the clamped x_0 (diffusers'
+        ``clip_sample`` with ``use_clipped_model_output``), so every sampler step stays consistent
+        with an x_0 inside the data's range."""
+        if self.prediction == "eps":
+            eps = pred
+            x0 = self.predict_x0_from_eps(x_t, t, pred)
+        else:
+            a = self._gather(self.sqrt_alphas_cumprod, t, x_t)
+            s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+            x0 = a * x_t - s * pred
+            eps = a * pred + s * x_t
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+            eps = (x_t - self._gather(self.sqrt_alphas_cumprod, t, x_t) * x0) / self._gather(
+                self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        return eps, x0
+
+    def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                        clip: float | None = None) -> dict:
+        """p(x_{t-1} | x_t): mean, log variance (learned range, improved DDPM Eq. 15) and predicted x_0
+        (clamped to [-clip, clip] when given)."""
+        pred, v = self.split_output(model_output)
         if v is None:  # fixed large variance (DDPM's sigma_t^2 = beta_t, with beta~_1 at t = 0)
             log_var = self._gather(torch.log(torch.cat([self.posterior_variance[1:2], self.betas[1:]])), t, x_t)
             log_var = log_var.expand_as(x_t)
@@ -140,7 +196,7 @@ class GaussianDiffusion:
             max_log = self._gather(torch.log(self.betas), t, x_t)
             frac = (v + 1) / 2  # v in [-1, 1] -> interpolation weight
             log_var = frac * max_log + (1 - frac) * min_log
-        pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+        eps, pred_x0 = self.eps_and_x0(pred, x_t, t, clip)
         mean, _, _ = self.q_posterior_mean_variance(pred_x0, x_t, t)
         return {"mean": mean, "log_variance": log_var, "pred_x0": pred_x0, "eps": eps}
 
@@ -158,7 +214,7 @@ class GaussianDiffusion:
     ) -> dict[str, torch.Tensor]:
         """Hybrid loss per sample: {"loss", "mse", "vb"}, each (B,).
 
-        L_simple = ||eps - eps_theta||^2; with learned variance L_vb is added with the mean's
+        L_simple = ||target - prediction||^2 (target eps, or v with ``prediction="v"``); with learned variance L_vb is added with the mean's
         gradient stopped, so L_vb trains only the variance (improved DDPM section 3.1, DiT).
         """
         if model_output.shape[self.channel_dim] != x0.shape[self.channel_dim] * (2 if self.learn_sigma else 1):
@@ -167,11 +223,11 @@ class GaussianDiffusion:
                 f"latent channels; learn_sigma={self.learn_sigma} needs {'2x' if self.learn_sigma else '1x'} "
                 "(create the model with the matching learn_sigma)"
             )
-        eps, v = self.split_output(model_output)
-        mse = mean_flat((noise.float() - eps.float()) ** 2)
+        pred, v = self.split_output(model_output)
+        mse = mean_flat((self.target(x0, noise, t).float() - pred.float()) ** 2)
         if v is None:
             vb = torch.zeros_like(mse)
         else:
-            frozen = torch.cat([eps.detach(), v], dim=self.channel_dim).float()
+            frozen = torch.cat([pred.detach(), v], dim=self.channel_dim).float()
             vb = self.vb_terms_bpd(frozen, x0.float(), x_t.float(), t)
         return {"loss": mse + vb, "mse": mse, "vb": vb}

@@ -6,6 +6,13 @@ scheduler of the same name (DDIM/DDPM: "leading", DPM-Solver++: "linspace"), so 
 inputs and the same ``torch.Generator`` they agree with ``DDIMScheduler`` (``set_alpha_to_one``),
 ``DDPMScheduler(variance_type="learned_range")`` and ``DPMSolverMultistepScheduler`` (tested).
 
+Every sampler reads the network through ``GaussianDiffusion.eps_and_x0``, so epsilon- and
+v-prediction models share them, and each takes ``clip_denoised``: clamp every x_0 estimate to
+[-c, c] and re-derive eps from it (diffusers' ``clip_sample`` + ``use_clipped_model_output`` for DDIM,
+the same clamp of the data prediction for DDPM and DPM-Solver++). A latent-space clamp at the training latents'
+range keeps a deterministic sampler from carrying an amplified x_0 error to the end (see
+``medvid.diffusion.gaussian``); ``None`` leaves the samplers exactly diffusers' unclipped ones.
+
 ``model_fn(x, t) -> model output`` takes latents ``(B, F, C, H, W)`` and timesteps ``(B,)`` (the
 original training indices, never rescaled) and returns ``(B, F, 2C, H, W)`` (learned sigma) or
 ``(B, F, C, H, W)``.
@@ -39,7 +46,8 @@ def linspace_timesteps(num_timesteps: int, steps: int) -> list[int]:
 def guided(model_fn: ModelFn, uncond_fn: ModelFn, scale: float, channel_dim: int = 2, learn_sigma: bool = True) -> ModelFn:
     """Classifier-free guidance (Ho & Salimans 2022): eps = eps_u + s (eps_c - eps_u).
 
-    Guidance is applied to epsilon only; the learned variance is the conditional one (as in DiT's
+    Guidance is applied to the prediction only (for v prediction the same linear combination of v,
+    which is the guided eps since eps is linear in v at fixed x_t and t); the learned variance is the conditional one (as in DiT's
     ``forward_with_cfg``, without its defect of guiding only 3 channels).
     """
 
@@ -54,8 +62,11 @@ def guided(model_fn: ModelFn, uncond_fn: ModelFn, scale: float, channel_dim: int
     return fn
 
 
-def _eps(diffusion: GaussianDiffusion, out: torch.Tensor) -> torch.Tensor:
-    return diffusion.split_output(out)[0]
+def _eps_x0(diffusion: GaussianDiffusion, out: torch.Tensor, x: torch.Tensor, t: int,
+            clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(eps, x_0) of the model output at (x, t), x_0 clamped to [-clip, clip] when given."""
+    pred = diffusion.split_output(out)[0].to(x.dtype)
+    return diffusion.eps_and_x0(pred, x, _tvec(t, x), clip)
 
 
 def _tvec(t: int, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +86,7 @@ def _randn(shape, generator, like_device, dtype) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim_loop(model_fn, x, diffusion, steps, eta=0.0, generator=None, progress=None):
+def ddim_loop(model_fn, x, diffusion, steps, eta=0.0, generator=None, progress=None, clip_denoised=None):
     """DDIM (Song et al. 2021, Eq. 12): x_{t'} = sqrt(a') x0 + sqrt(1 - a' - s^2) eps + s z."""
     ac = diffusion.alphas_cumprod
     ts = leading_timesteps(diffusion.num_timesteps, steps)
@@ -83,8 +94,7 @@ def ddim_loop(model_fn, x, diffusion, steps, eta=0.0, generator=None, progress=N
         prev = ts[i + 1] if i + 1 < len(ts) else -1
         a_t = float(ac[t])
         a_prev = float(ac[prev]) if prev >= 0 else 1.0  # set_alpha_to_one: the last step lands on x_0
-        eps = _eps(diffusion, model_fn(x, _tvec(t, x))).to(x.dtype)
-        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+        eps, x0 = _eps_x0(diffusion, model_fn(x, _tvec(t, x)), x, t, clip_denoised)
         # sigma_t(eta) (Eq. 16): eta = 0 deterministic DDIM, eta = 1 DDPM-like.
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t)) * math.sqrt(1 - a_t / a_prev)
         x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
@@ -96,7 +106,7 @@ def ddim_loop(model_fn, x, diffusion, steps, eta=0.0, generator=None, progress=N
 
 
 @torch.no_grad()
-def ddpm_loop(model_fn, x, diffusion, steps=None, generator=None, progress=None):
+def ddpm_loop(model_fn, x, diffusion, steps=None, generator=None, progress=None, clip_denoised=None):
     """Ancestral sampling with the learned-range variance (improved DDPM Eq. 15), optionally respaced.
 
     With ``steps < T`` the chain uses beta'_t = 1 - a_bar_t / a_bar_t' between kept steps, and the
@@ -111,8 +121,8 @@ def ddpm_loop(model_fn, x, diffusion, steps=None, generator=None, progress=None)
         a_prev = float(ac[prev]) if prev >= 0 else 1.0
         beta = 1 - a_t / a_prev
         out = model_fn(x, _tvec(t, x))
-        eps, v = diffusion.split_output(out)
-        x0 = (x - math.sqrt(1 - a_t) * eps.to(x.dtype)) / math.sqrt(a_t)
+        v = diffusion.split_output(out)[1]
+        _, x0 = _eps_x0(diffusion, out, x, t, clip_denoised)
         # posterior mean (DDPM Eq. 7)
         mean = (math.sqrt(a_prev) * beta / (1 - a_t)) * x0 + (math.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t)) * x
         if prev >= 0:
@@ -131,7 +141,7 @@ def ddpm_loop(model_fn, x, diffusion, steps=None, generator=None, progress=None)
 
 
 @torch.no_grad()
-def dpmpp_loop(model_fn, x, diffusion, steps=20, progress=None):
+def dpmpp_loop(model_fn, x, diffusion, steps=20, progress=None, clip_denoised=None):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2, data prediction, midpoint form as in diffusers).
 
     alpha_t = sqrt(a_bar_t), sigma_t = sqrt(1 - a_bar_t), lambda_t = log(alpha_t / sigma_t); the last
@@ -151,8 +161,7 @@ def dpmpp_loop(model_fn, x, diffusion, steps=20, progress=None):
         s_next = ts[i + 1] if i + 1 < len(ts) else -1
         alpha_s, sigma_s, lambda_s = coeffs(t)
         alpha_t, sigma_t, lambda_t = coeffs(s_next)
-        eps = _eps(diffusion, model_fn(x, _tvec(t, x))).to(x.dtype)
-        x0 = (x - sigma_s * eps) / alpha_s  # data prediction
+        _, x0 = _eps_x0(diffusion, model_fn(x, _tvec(t, x)), x, t, clip_denoised)  # data prediction
         final = s_next < 0
         # First order at the start (no history) and at the end (sigma -> 0: the update is x_0 itself).
         first_order = prev_x0 is None or final
@@ -187,12 +196,16 @@ def sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int], None] | None = None,
+    clip_denoised: float | None = None,
 ) -> torch.Tensor:
     """Draw latents of ``shape`` (B, F, C, H, W) from noise; deterministic given ``generator`` (one,
     or a list with one per batch element).
 
     ``cfg_scale != 1`` needs ``uncond_fn`` (the model with the null label / empty text).
+    ``clip_denoised``: clamp each x_0 estimate to [-c, c] (the training latents' range).
     """
+    if clip_denoised is not None and not clip_denoised > 0:
+        raise ValueError(f"clip_denoised={clip_denoised}: give a positive bound or None")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r}: choose one of {list(SAMPLERS)}")
     if steps is not None and not 1 <= steps <= diffusion.num_timesteps:
@@ -207,7 +220,7 @@ def sample(
     device = torch.device(device) if device is not None else torch.device("cpu")
     x = noise.to(device, dtype) if noise is not None else _randn(shape, generator, device, dtype)
     if sampler == "ddim":
-        return ddim_loop(model_fn, x, diffusion, steps or 250, eta, generator, progress)
+        return ddim_loop(model_fn, x, diffusion, steps or 250, eta, generator, progress, clip_denoised)
     if sampler == "ddpm":
-        return ddpm_loop(model_fn, x, diffusion, steps, generator, progress)
-    return dpmpp_loop(model_fn, x, diffusion, steps or 20, progress)
+        return ddpm_loop(model_fn, x, diffusion, steps, generator, progress, clip_denoised)
+    return dpmpp_loop(model_fn, x, diffusion, steps or 20, progress, clip_denoised)

@@ -13,9 +13,15 @@ features of the clip's optical-flow images:
   (N x D) plane (antialiased when it shrinks, so a 4096-token plane is averaged, not point-sampled);
 * block -> layer: block i -> layer i when depth == L; round(i L / depth) when depth < L;
   floor(i / (depth / L)) when depth > L (medsora.md, with the reference's L = 12 generalised);
-* Eq. 14: r = 1 - Pearson correlation per feature channel, over the N tokens of each frame;
-* Eq. 15: L_align = max(mean(g(t) r) - margin, 0), g(t) = 1 / (t + 1), the mean taken over blocks,
-  samples, latent frames and channels; the total loss adds alpha * L_align.
+* Eq. 14: r = 1 - Pearson correlation. Over which tokens is ``pooling``:
+  ``"sample"`` (default): per feature channel, over all f * N tokens of one sample (Eq. 14 pools
+  each channel over K = b * f * l tokens; we stop at the sample so each r has one t and g(t) stays
+  per sample): r is (B, D);
+  ``"frame"``: per channel over the N tokens of each latent frame (medvid before 0.2): (B, f, D);
+  ``"token"``: the reference code's, per token over the D channels after a LayerNorm (REPA-like):
+  (B, f, N);
+* Eq. 15: L_align = max(mean(g(t) r) - margin, 0), g(t) = 1 / (t + 1), the mean taken over blocks
+  and every r of a block; the total loss adds alpha * L_align.
   alpha: paper 0.01 (our default), reference config 0.1; margin 0.01.
 * joint-training images (the trailing ``num_images`` latent frames) are masked out.
 """
@@ -31,9 +37,11 @@ import torch.nn.functional as F
 from medvid.utils.logging import get_logger
 
 __all__ = ["AlignConfig", "AlignmentLoss", "FlowAligner", "build_alignment", "layer_for_block",
-           "mix_frames", "resample_plane", "pearson_residual", "flow_targets"]
+           "mix_frames", "resample_plane", "pearson_residual", "pooled_residual", "flow_targets"]
 
 log = get_logger("flow")
+
+POOLINGS = ("sample", "frame", "token")
 
 
 @dataclass
@@ -50,12 +58,15 @@ class AlignConfig:
     repnet_weights: str | None = None
     allow_random_repnet: bool = False
     frame_mix: Literal["groups", "global"] = "groups"
+    pooling: Literal["sample", "frame", "token"] = "sample"  # the tokens one Pearson r pools (Eq. 14)
 
     def __post_init__(self):
         if self.alpha < 0 or self.margin < 0:
             raise ValueError(f"align.alpha ({self.alpha}) and align.margin ({self.margin}) must be >= 0")
         if self.frame_mix not in ("groups", "global"):
             raise ValueError(f"align.frame_mix {self.frame_mix!r} must be 'groups' or 'global'")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"align.pooling {self.pooling!r} must be one of {POOLINGS}")
 
 
 def layer_for_block(i: int, depth: int, num_layers: int) -> int:
@@ -98,21 +109,40 @@ def pearson_residual(h: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> tor
     return 1.0 - num / den
 
 
+def pooled_residual(h: torch.Tensor, y: torch.Tensor, pooling: str = "sample") -> torch.Tensor:
+    """Eq. 14's r = 1 - Pearson correlation of block features ``h`` and targets ``y``, both
+    (B, f, N, D), pooled as ``pooling`` says: "sample" -> (B, D), "frame" -> (B, f, D),
+    "token" -> (B, f, N) (over channels, after a LayerNorm without affine as the reference does)."""
+    if pooling == "sample":
+        return pearson_residual(h.flatten(1, 2), y.flatten(1, 2))  # (B, f*N, D) -> (B, D)
+    if pooling == "frame":
+        return pearson_residual(h, y)  # (B, f, D)
+    if pooling == "token":
+        d = h.shape[-1]
+        hn, yn = F.layer_norm(h, (d,)), F.layer_norm(y, (d,))  # per token over channels
+        return pearson_residual(hn.unsqueeze(-1), yn.unsqueeze(-1)).squeeze(-1)  # (B, f, N, D, 1) -> (B, f, N)
+    raise ValueError(f"pooling {pooling!r}: use one of {POOLINGS}")
+
+
 class AlignmentLoss(torch.nn.Module):
     """``loss(block_feats, target_feats, t, num_images)`` -> scalar alpha * L_align (Eq. 14-15).
 
     block_feats: list over blocks of (B, F, N, D), F = video latent frames + num_images.
     target_feats: list over representation layers of (B, F_video, tokens, C).
     t: (B,) integer timesteps.
+    pooling: which tokens one correlation pools, "sample" | "frame" | "token" (module docstring).
     """
 
-    def __init__(self, alpha: float = 0.01, margin: float = 0.01, frame_mix: str = "groups"):
+    def __init__(self, alpha: float = 0.01, margin: float = 0.01, frame_mix: str = "groups", pooling: str = "sample"):
         super().__init__()
-        self.alpha, self.margin, self.frame_mix = alpha, margin, frame_mix
+        if pooling not in POOLINGS:
+            raise ValueError(f"AlignmentLoss: pooling {pooling!r} must be one of {POOLINGS}")
+        self.alpha, self.margin, self.frame_mix, self.pooling = alpha, margin, frame_mix, pooling
 
     def residuals(self, block_feats: Sequence[torch.Tensor], target_feats: Sequence[torch.Tensor],
                   t: torch.Tensor, num_images: int = 0) -> torch.Tensor:
-        """g(t) * r for every block: (depth, B, f_latent, D)."""
+        """g(t) * r for every block: (depth, B, D) for "sample" pooling, (depth, B, f_latent, D) for
+        "frame", (depth, B, f_latent, N) for "token"."""
         depth, num_layers = len(block_feats), len(target_feats)
         b, f, n, d = block_feats[0].shape
         f_lat = f - int(num_images)
@@ -128,8 +158,8 @@ class AlignmentLoss(torch.nn.Module):
                 if y.shape[0] != b:
                     raise ValueError(f"flow features batch {y.shape[0]} != block features batch {b}")
                 mixed[j] = resample_plane(mix_frames(y, f_lat, self.frame_mix), n, d).detach()
-            r = pearson_residual(h[:, :f_lat].float(), mixed[j])  # (B, f_lat, D); images masked out
-            out.append(g[:, None, None] * r)
+            r = pooled_residual(h[:, :f_lat].float(), mixed[j], self.pooling)  # images masked out
+            out.append(g.view(b, *[1] * (r.ndim - 1)) * r)
         return torch.stack(out)
 
     def forward(self, block_feats, target_feats, t, num_images: int = 0) -> torch.Tensor:
@@ -163,7 +193,8 @@ class FlowAligner:
 
     def __init__(self, cfg: Any, model: torch.nn.Module | None = None):
         self.cfg = cfg
-        self.loss = AlignmentLoss(cfg.alpha, cfg.margin, getattr(cfg, "frame_mix", "groups"))
+        self.loss = AlignmentLoss(cfg.alpha, cfg.margin, getattr(cfg, "frame_mix", "groups"),
+                                  getattr(cfg, "pooling", "sample"))
         self.device = next(iter(model.parameters())).device if model is not None else torch.device("cpu")
         self._flow = self._repnet = None
 
@@ -196,7 +227,7 @@ def build_alignment(align_cfg: Any, model: torch.nn.Module | None = None) -> Flo
     """The trainer's entry point; ``None`` when ``align_cfg.enabled`` is false."""
     if not getattr(align_cfg, "enabled", False):
         return None
-    log.info("flow alignment on: alpha=%g (paper 0.01, reference config 0.1), margin=%g, %s",
-             align_cfg.alpha, align_cfg.margin,
+    log.info("flow alignment on: alpha=%g (paper 0.01, reference config 0.1), margin=%g, pooling=%s, %s",
+             align_cfg.alpha, align_cfg.margin, getattr(align_cfg, "pooling", "sample"),
              f"cache {align_cfg.features_dir}" if getattr(align_cfg, "features_dir", None) else "on the fly")
     return FlowAligner(align_cfg, model)

@@ -4,9 +4,11 @@ A training step with alignment then reads targets from disk instead of running o
 the representation network (the reference code ran RAFT and DINO inside every step).
 
 Input: a ``medvid encode`` latent folder (its ``meta.json`` names the manifest and the clip protocol,
-its ``index.jsonl`` the clips, so the features line up with the latents clip by clip), or a
-manifest / prepared folder (clips drawn exactly as ``medvid encode`` draws them: ``ClipDataset``,
-epoch 0). Each clip's ``num_frames + 1`` frames give ``num_frames`` flow fields.
+its ``index.jsonl`` the clips, so the features line up with the latents clip by clip, every cached
+window and flip included), or a manifest / prepared folder (clips drawn by ``ClipDataset``, epoch 0,
+``clips_per_video`` random windows and flips: not the windows ``medvid encode`` caches by default,
+so give the latent folder when training with alignment). Each clip's ``num_frames + 1`` frames give
+``num_frames`` flow fields.
 
 Output folder::
 
@@ -58,6 +60,8 @@ def _clips_from_source(source: Path, splits: tuple[str, ...], protocol: dict[str
         manifest = Path(meta["manifest"])
         protocol = {k: meta["protocol"][k] for k in ("num_frames", "frame_stride", "resolution", "seed",
                                                      "clips_per_video", "short_policy", "hflip")}
+        # Clips are rebuilt from their ids here; the window count ("auto" = None) does not matter.
+        protocol["clips_per_video"] = protocol["clips_per_video"] or 1
         clip_ids = [r["clip_id"] for r in read_jsonl_repairing(source / "index.jsonl") if r.get("split", "train") in splits]
         entries = read_manifest(manifest)
     else:

@@ -157,12 +157,17 @@ class VideoVAE(nn.Module):
                 f"{self.spatial_compression}; resize or crop to a multiple of it"
             )
 
-    def _encode_bcthw(self, x: torch.Tensor, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+    def _distribution(self, x: torch.Tensor):
+        """-> (posterior or None, plain output) of the wrapped VAE on ``(B, C, T, H, W)``."""
         out = self.vae.encode(x)
         dist = getattr(out, "latent_dist", None)
         if dist is None and isinstance(out, (tuple, list)):
             out = out[0]
             dist = out if hasattr(out, "mean") and hasattr(out, "sample") else None
+        return dist, out
+
+    def _encode_bcthw(self, x: torch.Tensor, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
+        dist, out = self._distribution(x)
         if dist is not None:
             z = dist.sample(generator=generator) if sample else dist.mean
         else:
@@ -176,6 +181,21 @@ class VideoVAE(nn.Module):
         x = rearrange(video, "b t c h w -> b c t h w").to(self.device, self.dtype)
         z = self._encode_bcthw(x, sample, generator)  # (B, C, F, h, w)
         return rearrange(z, "b c f h w -> b f c h w")
+
+    def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, 3, H, W)`` -> posterior ``(mean, std)`` of the scaled latents, each ``(B, F, C, h, w)``:
+        ``mean + std * eps`` is a posterior sample (one encoder pass for any number of samples).
+        A VAE without a posterior (a plain tensor out) gives ``std = 0``."""
+        self._check_video(video, "posterior")
+        x = rearrange(video, "b t c h w -> b c t h w").to(self.device, self.dtype)
+        dist, out = self._distribution(x)
+        if dist is not None:
+            mean, std = dist.mean, getattr(dist, "std", torch.zeros_like(dist.mean))
+        else:
+            mean, std = out, torch.zeros_like(out)
+        mean = (mean - self.shift_factor) * self.scaling_factor
+        std = std * abs(self.scaling_factor)
+        return rearrange(mean, "b c f h w -> b f c h w"), rearrange(std, "b c f h w -> b f c h w")
 
     def encode_images(self, images: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(B, N, 3, H, W)`` -> ``(B, N, C, h, w)``: every image encoded alone as a 1-frame video."""

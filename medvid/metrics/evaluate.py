@@ -42,6 +42,7 @@ log = get_logger("metrics")
 ALL_METRICS = (
     "fvd", "cdfvd", "fid", "is", "fc", "subject_consistency", "background_consistency",
     "dynamic_degree", "motion_smoothness", "imaging_quality", "psnr", "ssim", "fd_effnet_frame", "fd_effnet_clip",
+    "motion",
 )
 # MedGen's four VBench dimensions ("Med-VBench"); `--metrics medgen` selects them.
 MEDGEN_METRICS = ("subject_consistency", "background_consistency", "motion_smoothness", "imaging_quality")
@@ -49,7 +50,7 @@ NEEDS_REAL = ("fvd", "cdfvd", "fid", "psnr", "ssim", "fd_effnet_frame", "fd_effn
 FRAME_METRICS = ("fid", "is", "fd_effnet_frame")  # what an image set can be scored with
 # psnr/ssim compare paired reconstructions and are only computed when asked for.
 DEFAULT_METRICS = tuple(m for m in ALL_METRICS if m not in ("psnr", "ssim"))
-OFFLINE_METRICS = ("fd_effnet_frame", "fd_effnet_clip", "dynamic_degree", "motion_smoothness")
+OFFLINE_METRICS = ("fd_effnet_frame", "fd_effnet_clip", "motion", "dynamic_degree", "motion_smoothness")
 _IN_MEMORY_LIMIT = 512 << 20  # keep decoded clips in memory below this many bytes
 
 
@@ -433,6 +434,13 @@ def _run_metric(name: str, ev: _Evaluator, results: dict, locals_: dict) -> None
 
         results[f"dynamic_degree_{method}"] = ev.per_video(
             per_video, f"VBench dynamic degree with {method.upper()} flow (VBench uses RAFT)")
+    elif name == "motion":
+        from medvid.metrics.vbench import frame_motion
+
+        results["motion"] = ev.per_video(
+            lambda side: [frame_motion(frames) for frames in side.iter_clips()],
+            "mean |grey(f_i) - grey(f_i-1)| in grey levels (0-255): how much the video moves; compare with the "
+            "real videos' value (a VAE or generator that blurs time lowers it, flicker raises it)")
     elif name == "motion_smoothness":
         from medvid.metrics.vbench import blend_interpolator, load_interpolator, motion_smoothness_video
 

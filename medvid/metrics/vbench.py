@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["vbench_consistency", "dynamic_degree_video", "motion_smoothness_video", "blend_interpolator",
+__all__ = ["vbench_consistency", "dynamic_degree_video", "frame_motion", "motion_smoothness_video", "blend_interpolator",
            "load_interpolator", "imaging_quality_video", "quality_frames", "load_musiq"]
 
 
@@ -135,3 +135,14 @@ def load_musiq(path) -> Callable:
     model = MUSIQ(pretrained=False)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def frame_motion(frames: np.ndarray) -> float:
+    """Mean absolute difference of consecutive frames in grey levels: uint8 (T, H, W, 3) -> float.
+
+    Grey is ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B). Not a VBench dimension: a direct,
+    weight-free reading of how much a clip moves, to set beside the real clips' value."""
+    if frames.shape[0] < 2:
+        raise ValueError("motion needs clips of at least 2 frames")
+    grey = frames[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return float(np.abs(np.diff(grey, axis=0)).mean())

@@ -231,6 +231,48 @@ def _metrics_table(res: dict) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def _references_table(results: dict, references: dict[str, dict]) -> str:
+    """The generated set next to reference rows (training clips, a noisy baseline, the VAE round trip
+    of the held-out clips, ...), all scored against the same real set: which stage limits quality."""
+    rows = {"generated": {k: m.get("value") for k, m in results.get("metrics", {}).items()}}
+    for k, m in results.get("metrics", {}).items():
+        if m.get("ci"):
+            rows["generated"][k + "_ci"] = m["ci"]
+    rows.update(references)
+    names = [k for k in rows["generated"] if not k.endswith("_ci")]
+    for r in references.values():
+        names += [k for k in r if not k.endswith("_ci") and k not in names]
+    head = "".join(f"<th>{_esc(n)}</th>" for n in names)
+    body = []
+    for label, r in rows.items():
+        cells = []
+        for n in names:
+            v, ci = r.get(n), r.get(n + "_ci")
+            cells.append(f"<td class='num'>{_esc(_fmt(v, 3)) if v is not None else '–'}"
+                         + (f"<div class='muted'>[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]</div>" if ci else "") + "</td>")
+        body.append(f"<tr><td><b>{_esc(label)}</b></td>{''.join(cells)}</tr>")
+    return (f"<table id='references'><thead><tr><th>row</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            "<p class='muted'>Each row scored against the same real clips. Reading it: the generated row cannot beat "
+            "the VAE round trip (the decoder's ceiling); the noisy baseline is a floor to clear; motion (grey levels "
+            "per frame) should be near the real clips' value.</p>")
+
+
+def _round_trip_strips(real_dir, round_trip_dir, num: int = 2) -> str:
+    from medvid.metrics.inputs import list_videos
+
+    try:
+        real, rt = list_videos(real_dir, "--real"), {v.name: v for v in list_videos(round_trip_dir, "round trip")}
+    except ValueError as e:
+        return f"<p class='muted'>no round-trip clips to show: {_esc(e)}</p>"
+    out = []
+    for v in real[:num]:
+        if v.name in rt:
+            out.append(f"<div class='strip'><div class='muted'>real {_esc(v.name)}</div><img alt='real strip' "
+                       f"src='{strip_data_uri(v.read())}'><div class='muted'>through the VAE</div>"
+                       f"<img alt='round-trip strip' src='{strip_data_uri(rt[v.name].read())}'></div>")
+    return "".join(out)
+
+
 def _judge_table(fake_dir: Path) -> str:
     f = fake_dir / "judge.json"
     if not f.is_file():
@@ -348,8 +390,13 @@ def _videos_section(real_dir, fake_dir, num: int, clip_length: int, seed: int) -
     return "".join(out)
 
 
-def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, num_videos: int = 4) -> Path:
-    """Render ``results`` (the dict ``evaluate`` returns) into a self-contained HTML file."""
+def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, num_videos: int = 4,
+                 references: dict[str, dict] | None = None, round_trip_dir=None) -> Path:
+    """Render ``results`` (the dict ``evaluate`` returns) into a self-contained HTML file.
+
+    ``references``: rows {label: {metric: value, metric_ci: [lo, hi]}} shown in a table beside the
+    generated set; ``round_trip_dir``: real clips through the VAE (same names as in ``real_dir``),
+    shown as strips under the real ones."""
     path = Path(path)
     settings = results.get("settings", {})
     real_d, fake_d = results.get("real") or {}, results.get("fake", {})
@@ -369,6 +416,10 @@ def write_report(results: dict, path: str | Path, real_dir=None, fake_dir=None, 
         "(both sets resampled). fd_effnet_* use EfficientNet-Lite0 ImageNet features and are not comparable with "
         "published FID/FVD numbers. Consistency scores are in [0, 1] (MedSora reports FC in percent).</p>",
     ]
+    if references:
+        parts += ["<h2>Against reference rows</h2>", _references_table(results, references)]
+    if round_trip_dir is not None and real_dir is not None:
+        parts += ["<h2>Held-out clips through the VAE</h2>", _round_trip_strips(real_dir, round_trip_dir)]
     if real_dir is not None and fake_dir is not None:
         parts += ["<h2>Real and generated clips</h2>",
                   _videos_section(real_dir, fake_dir, num_videos, settings.get("clip_length", 16), settings.get("seed", 0))]

@@ -27,6 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", default=None, help="override the VAE recorded in the checkpoint")
     parser.add_argument("--fps", type=float, default=None)
     parser.add_argument("--frames", type=int, default=None, help="1: still images (PNG) instead of videos")
+    parser.add_argument("--clip-denoised", default="auto",
+                        help="clamp the sampler's x_0 estimates: auto (the largest |latent| seen in training, "
+                             "recorded in the checkpoint), none, or a number")
     add_shard_arguments(parser)
 
 
@@ -38,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
                               steps=args.steps, cfg_scale=args.cfg, eta=args.eta, batch_size=args.batch_size,
                               use_ema=not args.no_ema, device=args.device, caption=args.caption,
                               negative_prompt=args.negative_prompt, class_id=args.class_id, vae=args.vae, fps=args.fps,
-                              frames=args.frames, shard=args.shard, merge=args.merge)
+                              frames=args.frames, clip_denoised=args.clip_denoised, shard=args.shard,
+                              merge=args.merge)
     except ValueError as e:
         print(f"medvid sample: {e}", file=sys.stderr)
         return 2

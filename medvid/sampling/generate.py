@@ -48,6 +48,25 @@ class SampleSpec:
     caption: str | None = None  # text-conditioned models
     negative_prompt: str | None = None
     class_id: int | None = None  # class-conditional models (None: cycle through the classes)
+    clip_denoised: float | None = None  # clamp each x_0 estimate to [-c, c] (the training latents' range)
+
+
+def resolve_clip(setting: str | float | None, latent_absmax: float | None) -> float | None:
+    """``--clip-denoised`` / ``sample.clip_denoised`` -> a bound or None.
+
+    "auto": the largest |latent| seen in training (a checkpoint's ``latent_absmax``; None when the
+    checkpoint predates it), "none": no clamp, a number: that bound."""
+    if setting is None or str(setting).lower() == "none":
+        return None
+    if str(setting).lower() == "auto":
+        return float(latent_absmax) if latent_absmax else None
+    try:
+        c = float(setting)
+    except ValueError:
+        raise ValueError(f"clip_denoised={setting!r}: use auto, none or a positive number") from None
+    if not c > 0:
+        raise ValueError(f"clip_denoised={setting!r}: use auto, none or a positive number")
+    return c
 
 
 def _conditioning(spec: SampleSpec, ks: list[int], device, text=None, num_classes: int = 0, num_images: int = 0):
@@ -120,7 +139,7 @@ def generate_to_dir(
         uncond_fn = (lambda x, t: model(x, t, **uncond)) if uncond is not None else None  # noqa: E731
         z = sample(model_fn, (b, *latent_shape), diffusion, sampler=spec.sampler, steps=spec.steps, eta=spec.eta,
                    cfg_scale=spec.cfg_scale, uncond_fn=uncond_fn if spec.cfg_scale != 1.0 else None,
-                   generator=gens, device=device, progress=progress)
+                   generator=gens, device=device, progress=progress, clip_denoised=spec.clip_denoised)
         for i, k in enumerate(chunk):
             if vae is None:
                 _savez(out_dir / f"latents_{k:04d}.npz", latents=z[i].float().cpu().numpy())
@@ -225,8 +244,7 @@ def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: st
     model.load_state_dict(groups[weights])
     model.to(dev).eval()
     d = state.get("diffusion", {})
-    diffusion = GaussianDiffusion(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
-                                  learn_sigma=bool(state.get("learn_sigma", True)))
+    diffusion = GaussianDiffusion.from_description(d, learn_sigma=bool(state.get("learn_sigma", True)))
     sample_cfg = (config or {}).get("sample", {})
     text = None
     text_cfg = (config or {}).get("text", {})
@@ -244,7 +262,8 @@ def load_sampling_model(checkpoint: str | Path, use_ema: bool = True, device: st
         )
     vae_obj = spec_vae if hasattr(spec_vae, "decode") else build_vae(spec_vae, dev)
     # The sidecar names the checkpoint so the evaluation report can find the run's curves and config.
-    meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights}
+    meta = {"checkpoint": str(Path(checkpoint).resolve()), "step": state.get("step"), "weights": weights,
+            "latent_absmax": state.get("latent_absmax")}
     return SamplingModel(model, diffusion, tuple(state["latent_shape"]), vae_obj, text, int(state.get("num_classes", 0)),
                          dev, int(sample_cfg.get("steps", 250)), float(sample_cfg.get("fps", 8.0)), meta)
 
@@ -268,6 +287,7 @@ def sample_videos(
     vae: str | Any | None = None,
     fps: float | None = None,
     frames: int | None = None,
+    clip_denoised: str | float | None = "auto",
     shard: str | None = None,
     merge: bool = False,
 ) -> list[Path]:
@@ -278,7 +298,8 @@ def sample_videos(
     the contact sheet and ``samples.json`` once every ``--shard`` job is done.
 
     ``frames=1`` samples still images (PNG); other values are refused (the latent length is the
-    one the model was trained on).
+    one the model was trained on). ``clip_denoised``: "auto" clamps every x_0 estimate to the
+    largest |latent| the run trained on (recorded in the checkpoint), "none" never, a number to it.
 
     Uses the EMA weights unless ``use_ema=False`` and decodes through the VAE the run was trained
     with (recorded in the checkpoint; ``vae`` overrides it with a path/name or a loaded VAE).
@@ -298,12 +319,14 @@ def sample_videos(
         m = load_sampling_model(checkpoint, use_ema, str(sh.device(device)), vae)
         return _sample_videos(m, sh, merge, checkpoint, num, out_dir, seed=seed, sampler=sampler, steps=steps,
                               cfg_scale=cfg_scale, eta=eta, batch_size=batch_size, caption=caption,
-                              negative_prompt=negative_prompt, class_id=class_id, fps=fps, frames=frames)
+                              negative_prompt=negative_prompt, class_id=class_id, fps=fps, frames=frames,
+                              clip_denoised=clip_denoised)
 
 
 def _sample_videos(m: SamplingModel, sh, merge: bool, checkpoint, num, out_dir, *, seed, sampler, steps, cfg_scale,
-                   eta, batch_size, caption, negative_prompt, class_id, fps, frames) -> list[Path]:
+                   eta, batch_size, caption, negative_prompt, class_id, fps, frames, clip_denoised) -> list[Path]:
     spec = SampleSpec(num=num, sampler=sampler, steps=steps or m.default_steps, eta=eta,
+                      clip_denoised=resolve_clip(clip_denoised, m.meta.get("latent_absmax")),
                       cfg_scale=cfg_scale, seed=seed, batch_size=batch_size,
                       fps=fps or m.default_fps, caption=caption,
                       negative_prompt=negative_prompt, class_id=class_id)

@@ -153,7 +153,7 @@ class Backend:
         return (result["written"] or result["skipped"])[0]  # skipped: made before a restart, not yet marked done
 
     def _sample(self, name: str, params: dict[str, Any], out_dir: Path, on_step: OnStep) -> Path:
-        from medvid.sampling.generate import SampleSpec, generate_to_dir
+        from medvid.sampling.generate import SampleSpec, generate_to_dir, resolve_clip
         from medvid.t2v.generate import is_done, save_video, video_record
 
         if is_done(out_dir, name):  # made before a restart, not yet marked done
@@ -162,7 +162,8 @@ class Backend:
         m = self._sampler
         guidance = params["guidance"] if self.caps.conditioning == "class" else 1.0
         spec = SampleSpec(num=1, steps=params["steps"], cfg_scale=guidance, seed=params["seed"], batch_size=1,
-                          fps=m.default_fps, class_id=params.get("class_id"))
+                          fps=m.default_fps, class_id=params.get("class_id"),
+                          clip_denoised=resolve_clip("auto", m.meta.get("latent_absmax")))
         work = out_dir / ".work" / name
         t0 = time.perf_counter()
         try:

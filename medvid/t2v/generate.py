@@ -353,8 +353,7 @@ def load_medsora_for_generation(cfg: GenerateConfig, device: torch.device) -> di
     model.load_state_dict(groups[weights])
     model.to(device).eval()
     d = state.get("diffusion") or {}
-    diffusion = GaussianDiffusion(d.get("num_timesteps", 1000), d.get("beta_start", 1e-4), d.get("beta_end", 0.02),
-                                  learn_sigma=bool(state.get("learn_sigma", True)))
+    diffusion = GaussianDiffusion.from_description(d, learn_sigma=bool(state.get("learn_sigma", True)))
     if state.get("vae") is None:
         raise ValueError(f"--checkpoint {cfg.checkpoint} does not record its VAE; it cannot be decoded to video")
     vae = build_vae(state["vae"], device)
@@ -362,7 +361,7 @@ def load_medsora_for_generation(cfg: GenerateConfig, device: torch.device) -> di
     sample_cfg = (config or {}).get("sample") or {}
     return {"model": model, "diffusion": diffusion, "vae": vae, "text": text, "latent_shape": tuple(state["latent_shape"]),
             "default_steps": int(sample_cfg.get("steps", 250)), "default_fps": float(sample_cfg.get("fps", 8.0)),
-            "step": state.get("step")}
+            "step": state.get("step"), "latent_absmax": state.get("latent_absmax")}
 
 
 def medsora_settings(cfg: GenerateConfig, m: dict[str, Any]) -> dict[str, Any]:
@@ -372,7 +371,8 @@ def medsora_settings(cfg: GenerateConfig, m: dict[str, Any]) -> dict[str, Any]:
     still = cfg.num_frames == 1
     return {"latent_shape": [1 if still else f, c, h, w], "num_images": int(still), "sampler": cfg.sampler, "steps": cfg.steps or m["default_steps"],
             "guidance": MEDSORA_GUIDANCE if cfg.guidance is None else cfg.guidance, "fps": cfg.fps or m["default_fps"],
-            "weights": "ema" if cfg.use_ema else "model", "train_step": m["step"]}
+            "weights": "ema" if cfg.use_ema else "model", "train_step": m["step"],
+            "clip_denoised": m.get("latent_absmax")}
 
 
 @torch.no_grad()
@@ -397,6 +397,7 @@ def medsora_latents(m: dict[str, Any], prompt: str, negative: str | None, seed: 
         lambda x, t: model(x, t, **cond), noise.shape, m["diffusion"], sampler=s["sampler"], steps=s["steps"],
         cfg_scale=s["guidance"], uncond_fn=(lambda x, t: model(x, t, **uncond)) if s["guidance"] != 1.0 else None,
         generator=torch.Generator().manual_seed(seed + 1), noise=noise, device=device, progress=on_step,
+        clip_denoised=s.get("clip_denoised"),
     )
 
 

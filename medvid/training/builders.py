@@ -14,6 +14,9 @@ from typing import Any
 import torch
 
 from medvid.training.config import TrainConfig
+from medvid.utils.logging import get_logger
+
+log = get_logger("train")
 
 def build_model(cfg: TrainConfig, context_dim: int | None = None) -> torch.nn.Module:
     from medvid.models import create_model
@@ -31,7 +34,8 @@ def build_dataset(cfg: TrainConfig):
 
         if not Path(d.latent_dir).is_dir():
             raise ValueError(f"data.latent_dir {d.latent_dir} does not exist; run `medvid encode` first or fix the path")
-        return LatentDataset(d.latent_dir, split=d.split, flow_features_dir=cfg.align.features_dir if cfg.align.enabled else None)
+        return LatentDataset(d.latent_dir, split=d.split, flow_features_dir=cfg.align.features_dir if cfg.align.enabled else None,
+                             seed=cfg.seed)
     from medvid.data import ClipDataset
 
     if not Path(d.manifest).is_file():
@@ -66,6 +70,13 @@ def build_vae(spec: Any, device: torch.device):
             raise ValueError(
                 f"the run's VAE ({source or 'unnamed'}) cannot be found; pass its folder explicitly (--vae PATH)"
             )
+        # Latents decode with the factors they were encoded with, even if the folder's latent scale
+        # was fitted again since (`medvid fit-latent-scale`).
+        for key in ("scaling_factor", "shift_factor"):
+            if spec.get(key) is not None and float(spec[key]) != getattr(vae, key):
+                log.warning("%s: %s %s in the folder, %s recorded with the latents; using the recorded one",
+                            source, key, getattr(vae, key), spec[key])
+                setattr(vae, key, float(spec[key]))
     elif isinstance(spec, (str, Path)) and TINY_RANDOM.match(str(spec)):
         vae = tiny_vae(seed=int(TINY_RANDOM.match(str(spec)).group(1)))
     elif isinstance(spec, (str, Path)):

@@ -60,6 +60,9 @@ class DiffusionConfig:
     num_timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    # What the network predicts: "eps" (the paper, DiT) or "v" (velocity, Salimans & Ho 2022), whose
+    # x_0 estimate is not amplified by 1/sqrt(a_bar) at high t (see medvid.diffusion.gaussian).
+    prediction: Literal["eps", "v"] = "eps"
 
 
 @dataclass
@@ -136,6 +139,9 @@ class SampleConfig:
     cfg_scale: float = 1.0
     fps: float = 8.0
     caption: str = ""  # text-conditioned runs: the prompt for the training-time samples
+    # Clamp every x_0 estimate of the sampler: "auto" = to the largest |latent| seen in training
+    # (recorded in each checkpoint), "none" = never, or a number.
+    clip_denoised: str = "auto"
 
 
 @dataclass

@@ -85,7 +85,11 @@ class Trainer:
         self.model = model
         self.learn_sigma = bool(getattr(model, "learn_sigma", True))
         dc = cfg.diffusion
-        self.diffusion = GaussianDiffusion(dc.num_timesteps, dc.beta_start, dc.beta_end, learn_sigma=self.learn_sigma)
+        self.diffusion = GaussianDiffusion(dc.num_timesteps, dc.beta_start, dc.beta_end, learn_sigma=self.learn_sigma,
+                                           prediction=dc.prediction)
+        # Largest |x_0| of the training latents seen so far: samplers clamp their x_0 estimates to it
+        # (``sample.clip_denoised: auto``). Kept on the device; read only when a checkpoint is written.
+        self.latent_absmax = torch.zeros((), device=self.device)
         self.ema = EMA(model, cfg.optim.ema_decay, cfg.optim.ema_warmup) if info.is_main else None
         oc = cfg.optim
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=oc.phases[0].lr, betas=tuple(oc.betas),
@@ -173,6 +177,10 @@ class Trainer:
 
     def save(self) -> Path | None:
         rngs = self.gather_rng()  # collective: every rank takes part
+        absmax_t = self.latent_absmax.clone()
+        if self.info.distributed:
+            dist.all_reduce(absmax_t, op=dist.ReduceOp.MAX)
+        absmax = round(float(absmax_t), 4)
         path = None
         if self.info.is_main:
             state = {
@@ -183,6 +191,7 @@ class Trainer:
                 "vae": vae_spec_for(self.cfg), "learn_sigma": self.learn_sigma,
                 "num_classes": int(getattr(self.model, "num_classes", 0) or 0),
                 "latent_shape": list(self.latent_shape()),
+                "latent_absmax": absmax,
             }
             groups = {
                 "model": self.model.state_dict(),
@@ -220,6 +229,7 @@ class Trainer:
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.batch_index, self.nan_streak = int(state["batch_index"]), int(state.get("nan_streak", 0))
         self.noise_gen.set_state(groups["rng"]["noise"])
+        self.latent_absmax.fill_(float(state.get("latent_absmax", 0.0)))
         ranks = groups["rng"]["ranks"]
         if len(ranks) != self.info.world_size:
             log.warning("checkpoint was written by %d process(es), resuming with %d: RNG streams restart",
@@ -241,6 +251,7 @@ class Trainer:
         for a in range(accum):
             batch = next(micro_iter)
             x0, num_images = self.to_latents(batch)
+            self.latent_absmax = torch.maximum(self.latent_absmax, x0.detach().abs().max())
             if t_all is None:  # one draw per step for the global batch (see module docstring)
                 t_all = self.diffusion.sample_timesteps(batch_size, self.noise_gen)
                 noise_all = torch.randn((batch_size, *x0.shape[1:]), generator=self.noise_gen)
@@ -428,8 +439,11 @@ class Trainer:
         from medvid.sampling.generate import SampleSpec, generate_to_dir
 
         sc = self.cfg.sample
+        from medvid.sampling.generate import resolve_clip
+
+        clip = resolve_clip(sc.clip_denoised, float(self.latent_absmax))
         spec = SampleSpec(num=sc.num, sampler=sc.sampler, steps=sc.steps, eta=sc.eta, cfg_scale=sc.cfg_scale,
-                          seed=self.cfg.seed, fps=sc.fps, caption=sc.caption or None)
+                          seed=self.cfg.seed, fps=sc.fps, caption=sc.caption or None, clip_denoised=clip)
         try:
             generate_to_dir(self.ema.model, self.diffusion, self.latent_shape(), spec,
                             self.out / "samples" / f"step-{self.step:08d}", vae=self.sample_vae(),

@@ -31,14 +31,24 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert (out / "samples" / "contact_sheet.png").is_file()
     html = (out / "report.html").read_text()
     assert "fd_effnet_frame" in html and "<table" in html
+    assert "id='references'" in html and "through the VAE" in html and "round-trip strip" in html
     # The samples name their checkpoint, so the report shows the run's configuration and curves.
     sidecar = json.loads((out / "samples" / "samples.json").read_text())
     assert sidecar["checkpoint"].startswith(str(out / "medsora"))
     assert "medsora-s" in html and "<svg" in html
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert np.isfinite(metrics["fd_effnet_frame"]["value"])
-    # The comparison table holds the samples and the two reference rows.
-    assert len(stages["evaluate"]["comparison"]) == 3
+    # The comparison table: the samples, the two reference rows, the VAE round trip of the held-out
+    # clips, and the real clips' motion; every clip row has the motion statistic.
+    table = stages["evaluate"]["comparison"]
+    assert len(table) == 5 and "held-out clips through the VAE (the ceiling)" in table
+    assert all(np.isfinite(row["motion"]) for row in table.values())
+    assert table["training clips + noise sigma 0.3 (trivial baseline)"]["motion"] > table["real held-out clips"]["motion"]
+    # v prediction, and the checkpoint records the latents' range the samplers clamp to.
+    from medvid.utils.checkpoint import load_checkpoint
+
+    _, state, _ = load_checkpoint(out / "medsora")
+    assert state["diffusion"]["prediction"] == "v" and state["latent_absmax"] > 0
     # The MedSora run trained with the alignment term, from the flow-feature cache.
     assert stages["train"]["steps"] >= 2
     # A second call resumes: every stage is already done and nothing is recomputed.

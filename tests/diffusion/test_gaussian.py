@@ -101,3 +101,31 @@ def test_wrong_channel_count_is_a_clear_error():
     x = torch.randn(1, 2, 4, 2, 2)
     with pytest.raises(ValueError, match="learn_sigma"):
         d.training_losses(x, x, x, torch.tensor([3]), x)
+
+
+def test_v_prediction_target_and_inversion_agree_with_diffusers():
+    from diffusers import DDPMScheduler
+
+    d = GaussianDiffusion(prediction="v")
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                          prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 2, 4, 5, 5, generator=g), torch.randn(3, 2, 4, 5, 5, generator=g)
+    t = torch.tensor([0, 500, 999])
+    v = d.target(x0, noise, t)
+    torch.testing.assert_close(v, sched.get_velocity(x0, noise, t), atol=1e-5, rtol=1e-5)
+    x_t = d.q_sample(x0, t, noise)
+    eps, x0_hat = d.eps_and_x0(v, x_t, t)  # the exact v gives back the exact eps and x_0
+    torch.testing.assert_close(eps, noise, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-4, rtol=1e-4)
+    out = torch.cat([v, torch.zeros_like(v)], dim=2)
+    assert d.training_losses(out, x0, x_t, t, noise)["mse"].abs().max() < 1e-8
+
+
+def test_prediction_is_recorded_and_rebuilt():
+    d = GaussianDiffusion(prediction="v", learn_sigma=False)
+    e = GaussianDiffusion.from_description(d.describe())
+    assert (e.prediction, e.learn_sigma) == ("v", False)
+    assert GaussianDiffusion.from_description({"num_timesteps": 1000}).prediction == "eps"  # older checkpoints
+    with pytest.raises(ValueError, match="prediction"):
+        GaussianDiffusion(prediction="x0")

@@ -19,7 +19,12 @@ def _pil_resize(plane: np.ndarray, n: int, d: int) -> np.ndarray:
     return np.asarray(Image.fromarray(plane.astype(np.float32), mode="F").resize((d, n), Image.BILINEAR))
 
 
-def _numpy_reference(block_feats, target_feats, t, num_images, alpha, margin):
+def _layer_norm(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / np.sqrt(x.var() + 1e-5)  # torch's LayerNorm eps, no affine
+
+
+def _numpy_reference(block_feats, target_feats, t, num_images, alpha, margin, pooling="frame"):
+    """Eq. 14-15 written out: r = 1 - Pearson correlation (np.corrcoef) over the pooled tokens."""
     depth, num_layers = len(block_feats), len(target_feats)
     b, f, n, d = block_feats[0].shape
     f_lat = f - num_images
@@ -27,19 +32,30 @@ def _numpy_reference(block_feats, target_feats, t, num_images, alpha, margin):
     for i, h in enumerate(block_feats):
         j = {6: [0, 2, 4, 6, 8, 10], 2: [0, 4]}[depth][i] if depth != num_layers else i
         y = target_feats[j].numpy().astype(np.float64)
+        h = h.detach().numpy().astype(np.float64)
         group = y.shape[1] // f_lat
         for s in range(b):
-            for k in range(f_lat):
-                mixed = y[s, k * group:(k + 1) * group].mean(0)  # consecutive-group mean
-                target = _pil_resize(mixed, n, d)
+            g = 1.0 / (t[s].item() + 1.0)
+            # (f_lat, n, d): consecutive-group mean of the flow frames, resized to the block's plane
+            target = np.stack([_pil_resize(y[s, k * group:(k + 1) * group].mean(0), n, d) for k in range(f_lat)])
+            if pooling == "frame":  # per channel, over the n tokens of one latent frame
+                for k in range(f_lat):
+                    for c in range(d):
+                        terms.append(g * (1.0 - np.corrcoef(h[s, k, :, c], target[k, :, c])[0, 1]))
+            elif pooling == "sample":  # per channel, over all f_lat * n tokens of the sample
                 for c in range(d):
-                    rho = np.corrcoef(h[s, k, :, c].numpy(), target[:, c])[0, 1]
-                    terms.append((1.0 - rho) / (t[s].item() + 1.0))
+                    terms.append(g * (1.0 - np.corrcoef(h[s, :f_lat, :, c].ravel(), target[:, :, c].ravel())[0, 1]))
+            else:  # token: per token, over the d channels, after a LayerNorm
+                for k in range(f_lat):
+                    for tok in range(n):
+                        rho = np.corrcoef(_layer_norm(h[s, k, tok]), _layer_norm(target[k, tok]))[0, 1]
+                        terms.append(g * (1.0 - rho))
     return alpha * max(np.mean(terms) - margin, 0.0)
 
 
+@pytest.mark.parametrize("pooling", ["sample", "frame", "token"])
 @pytest.mark.parametrize("depth,num_layers", [(2, 7), (3, 3)])
-def test_loss_equals_an_independent_computation(depth, num_layers):
+def test_loss_equals_an_independent_computation(depth, num_layers, pooling):
     b, f_lat, num_images, n, d = 2, 2, 1, 4, 8
     shapes = [(16, 6), (4, 10), (5, 8)][:num_layers] + [(16, 6)] * max(0, num_layers - 3)
     target = [torch.randn(b, 8, tok, c) for tok, c in shapes]  # F_video = 8 -> f_latent = 2
@@ -52,10 +68,25 @@ def test_loss_equals_an_independent_computation(depth, num_layers):
         h[:, :f_lat] += 3 * base
         blocks.append(h)
     t = torch.tensor([0, 37])
-    loss = AlignmentLoss(alpha=0.1, margin=0.01)(blocks, target, t, num_images)
-    ref = _numpy_reference(blocks, target, t, num_images, 0.1, 0.01)
+    loss = AlignmentLoss(alpha=0.1, margin=0.01, pooling=pooling)(blocks, target, t, num_images)
+    ref = _numpy_reference(blocks, target, t, num_images, 0.1, 0.01, pooling)
     assert ref > 0
     np.testing.assert_allclose(loss.item(), ref, rtol=1e-4, atol=1e-6)
+
+
+def test_poolings_differ_and_sample_is_the_default():
+    target = [torch.randn(2, 4, 6, 5)]
+    blocks = [torch.randn(2, 2, 6, 5) + resample_plane(target[0].reshape(2, 2, 2, 6, 5).mean(2), 6, 5)]
+    t = torch.tensor([0, 0])
+    losses = {p: AlignmentLoss(1.0, 0.0, pooling=p)(blocks, target, t).item() for p in ("sample", "frame", "token")}
+    assert len({round(v, 6) for v in losses.values()}) == 3
+    assert AlignmentLoss(1.0, 0.0)(blocks, target, t).item() == losses["sample"]
+    assert AlignConfig().pooling == "sample"
+    assert build_alignment(AlignConfig(enabled=True, pooling="token")).loss.pooling == "token"
+    with pytest.raises(ValueError, match="pooling"):
+        AlignConfig(pooling="batch")
+    with pytest.raises(ValueError, match="pooling"):
+        AlignmentLoss(pooling="channel")
 
 
 def test_images_are_masked_and_hinge_and_gradient():

@@ -75,8 +75,10 @@ def test_cache_from_a_latent_folder_lines_up_with_latents(manifest, tmp_path):
                       num_images=1, clips_per_video=1, progress=False)
     out = tmp_path / "feats"
     s = compute_flow_features(lat, out, splits=("train",), progress=False)
-    assert s["computed"] == 1
-    item = LatentDataset(lat, split="train", flow_features_dir=out)[0]
+    assert s["computed"] == 2  # both flips of the one window
+    ds = LatentDataset(lat, split="train", flow_features_dir=out)
+    assert len(ds) == 1
+    item = ds[0]
     assert len(item["flow_features"]) == 7 and item["flow_features"][0].shape == (4, 256, 16)
     assert item["latents"].shape[0] == 1 + 1  # 4 frames -> 1 video latent, + 1 image
 

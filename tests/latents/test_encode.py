@@ -10,7 +10,9 @@ from medvid.data.synthetic import write_video
 from medvid.latents import tiny_vae
 from medvid.latents.encode import encode
 
-KW = dict(num_frames=4, frame_stride=2, resolution=16, num_images=2, shard_size=2, batch_size=2, progress=False)
+# One clip per window, one random flip, a fixed image set per clip: the protocol before variants.
+KW = dict(num_frames=4, frame_stride=2, resolution=16, num_images=2, shard_size=2, batch_size=2, progress=False,
+          clips_per_video=1, flips="random", image_pool=0)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def vae():
 
 def test_encode_writes_shards_index_meta_and_latent_dataset_reads_them(prepared, vae, tmp_path):
     out = tmp_path / "lat"
-    s = encode(prepared, vae, out, clips_per_video=2, **KW)
+    s = encode(prepared, vae, out, **{**KW, "clips_per_video": 2})
     assert s["encoded"] == 6 and s["total_clips"] == 6 and s["shards_written"] == 3
     meta = json.loads((out / "meta.json").read_text())
     assert meta["scaling_factor"] == pytest.approx(vae.scaling_factor)
@@ -121,7 +123,9 @@ def test_cli_encode_from_vae_folder(prepared, vae, tmp_path, capsys):
     argv = ["encode", str(prepared / "manifest.jsonl"), "--vae", str(tmp_path / "vae"), "--out", str(tmp_path / "c"),
             "--num-frames", "4", "--frame-stride", "2", "--resolution", "16", "--num-images", "0", "--no-progress"]
     assert cli.main(argv) == 0
-    assert "encoded 3 clip(s)" in capsys.readouterr().out
+    # defaults: 12 frames, span 9 -> 2 windows per video, both flips: 4 clips per video
+    printed = capsys.readouterr().out
+    assert "encoded 12 clip(s)" in printed and "6 windows of 3 videos" in printed and "cache size" in printed
     assert LatentDataset(tmp_path / "c")[0]["latents"].shape == (1, 4, 4, 4)
     assert cli.main(argv[:2] + ["--vae", str(tmp_path / "novae"), "--out", str(tmp_path / "d")]) == 2
     with pytest.raises(ValueError, match="medvid encode"):

@@ -134,3 +134,20 @@ def test_eval_of_untrained_compensation_has_zero_delta(manifest, tmp_path):
     assert again["trainable_parameters"] == sum(p.numel() for p in fc.vae.trainable_parameters())
     with pytest.raises(ValueError, match="1 \\+ 8k"):
         train_vae(manifest, tmp_path / "x", steps=1, **{**KW, "num_frames": 5})
+
+
+def test_bf16_cosine_training_resumes_exactly_and_follows_the_schedule(manifest, tmp_path):
+    from medvid.latents.train_vae import lr_factor
+
+    kw = {**KW, "precision": "bf16", "lr_schedule": "cosine", "trainable": "base", "num_images": 0, "batch_size": 2}
+    straight = train_vae(manifest, tmp_path / "a", steps=4, **kw)
+    train_vae(manifest, tmp_path / "b", steps=2, **kw)
+    resumed = train_vae(manifest, tmp_path / "b", steps=4, **kw)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in straight["history"]]
+    # 5 % warm-up (at least one step), cosine to 0 at the end
+    f = [lr_factor("cosine", s, 100) for s in range(100)]
+    assert f[0] == pytest.approx(0.2) and f[4] == pytest.approx(1.0) and f[-1] < 1e-3
+    assert all(a >= b for a, b in zip(f[4:], f[5:]))
+    assert lr_factor("constant", 50, 100) == 1.0
+    with pytest.raises(ValueError, match="precision"):
+        train_vae(manifest, tmp_path / "x", steps=1, **{**KW, "precision": "fp16"})

@@ -109,3 +109,22 @@ def test_cli_writes_metrics_and_report(tmp_path, capsys):
     assert "fd_effnet_clip" in res["metrics"] and "fvd" in res["skipped"]
     assert (out / "report.html").stat().st_size > 1000
     assert "fd_effnet_clip" in capsys.readouterr().out
+
+
+def test_motion_is_the_mean_grey_step_of_each_clip(tmp_path):
+    import cv2
+
+    real, fake = _demo_sets(tmp_path, n=3)
+    res = evaluate(real, fake, ["motion"], None, cache_dir=None, bootstrap=10, num_clips=3)["metrics"]["motion"]
+
+    def by_hand(folder):  # OpenCV's BT.601 grey conversion, frame by frame
+        vals = []
+        for p in sorted(folder.glob("*.npz")):
+            f = np.load(p)["frames"][:16]
+            g = np.stack([cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2GRAY).astype(float) for x in f])
+            vals.append(np.abs(np.diff(g, axis=0)).mean())
+        return float(np.mean(vals))
+
+    assert res["value"] == pytest.approx(by_hand(fake), abs=0.6)  # cv2 rounds grey to integers
+    assert res["real"]["value"] == pytest.approx(by_hand(real), abs=0.6)
+    assert res["real"]["value"] > res["value"] > 0  # the fake set moves at a tenth of the speed, half the contrast

@@ -102,3 +102,35 @@ def test_frames_1_samples_still_images_as_pngs(tiny_run, tmp_path):
     assert not list(tmp_path.glob("*.mp4")) and is_image_set(list_videos(tmp_path, "--fake"))  # an image set
     with pytest.raises(ValueError, match="--frames 5"):
         sample_videos(tiny_run, 1, tmp_path / "x", steps=2, frames=5)
+
+
+def test_checkpoint_records_the_latent_range_and_sampling_clamps_to_it(tiny_run, tiny_data, tmp_path):
+    from medvid.data.datasets import LatentDataset
+
+    _, state, _ = load_checkpoint(tiny_run)
+    ds = LatentDataset(tiny_data["latent_dir"])
+    absmax = max(float(ds[i]["latents"].abs().max()) for i in range(len(ds)))
+    assert state["latent_absmax"] == pytest.approx(absmax, abs=1e-3)  # every training item was seen
+    # A bound far inside the latents' range: every decoded latent lies inside it (the last step lands on x_0).
+    sample_videos(tiny_run, 1, tmp_path / "c", sampler="ddim", steps=4, clip_denoised=0.05)
+    assert np.abs(np.load(tmp_path / "c" / "video_0000.npz")["latents"]).max() <= 0.05 + 1e-5
+    sample_videos(tiny_run, 1, tmp_path / "n", sampler="ddim", steps=4, clip_denoised="none")
+    assert np.abs(np.load(tmp_path / "n" / "video_0000.npz")["latents"]).max() > 0.05
+    sample_videos(tiny_run, 1, tmp_path / "a", sampler="ddim", steps=4)  # auto: the recorded bound
+    assert np.abs(np.load(tmp_path / "a" / "video_0000.npz")["latents"]).max() <= absmax + 1e-3
+    with pytest.raises(ValueError, match="clip_denoised"):
+        sample_videos(tiny_run, 1, tmp_path / "x", steps=2, clip_denoised="big")
+
+
+def test_v_prediction_runs_train_and_sample(tiny_data, tmp_path):
+    from medvid.training import train
+
+    sys_path_helper = __import__("medvid_tinyrun")
+    out = tmp_path / "run"
+    train(sys_path_helper.tiny_config(tiny_data["latent_dir"], max_steps=2, **{"diffusion": {"prediction": "v"}}), out)
+    _, state, _ = load_checkpoint(out)
+    assert state["diffusion"]["prediction"] == "v"
+    from medvid.sampling.generate import load_sampling_model
+
+    assert load_sampling_model(out).diffusion.prediction == "v"
+    assert len(sample_videos(out, 1, tmp_path / "s", sampler="dpm++", steps=3)) == 1

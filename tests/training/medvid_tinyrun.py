@@ -39,7 +39,7 @@ def make_tiny_data(root):
     manifest = _synthetic_videos(root)
     vae = tiny_vae(seed=0, num_blocks=3)
     encode(manifest, vae, root / "latents", splits=("train",), num_frames=8, frame_stride=1, resolution=32,
-           num_images=2, hflip=False, progress=False)
+           num_images=2, hflip=False, clips_per_video=1, progress=False)
     return {"manifest": manifest, "latent_dir": root / "latents", "vae": vae, "root": root}
 
 
