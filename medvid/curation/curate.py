@@ -19,6 +19,11 @@ Output folder::
     OUT/.state/*.json        per-source results: a rerun skips finished sources (resume)
 
 One unreadable file is recorded under ``errors`` and never stops the run.
+
+Many processes: ``torchrun --nproc-per-node N -m medvid curate SRC OUT`` gives each rank every N-th
+source file and rank 0 writes the manifest; on a cluster without a launcher, ``--shard I/N`` jobs
+each do part I, and ``medvid curate SRC OUT --merge`` joins them. The result is the same as one
+process's (``report.json``'s timings aside).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from medvid.curation.filters import (BlurFilter, BorderFilter, JumpFilter, Learn
                                      StaticFilter, TextFilter, find_content_box, load_scorer, resize_max_side)
 from medvid.data.manifest import write_json, write_jsonl
 from medvid.curation.reader import find_videos, open_source
+from medvid.utils.sharding import add_shard_arguments
 from medvid.curation.scenes import detect_scenes, iter_frames, make_cut_detector, split_long
 from medvid.utils.logging import get_logger
 from medvid.utils.video import write_mp4
@@ -256,9 +262,17 @@ def _fingerprint(cfg: CurateConfig) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def curate(src: str | Path, out: str | Path, cfg: CurateConfig | None = None, progress: bool = True) -> dict:
-    """Curate every video under ``src`` into ``out``; returns the report (also ``out/report.json``)."""
+def curate(src: str | Path, out: str | Path, cfg: CurateConfig | None = None, progress: bool = True,
+           shard: str | None = None, merge: bool = False) -> dict:
+    """Curate every video under ``src`` into ``out``; returns the report (also ``out/report.json``).
+
+    Under torchrun each rank cuts and filters every N-th source file and rank 0 writes the manifest;
+    ``shard="I/N"`` does part I of N as an independent job, and ``merge=True`` (after all jobs) writes
+    the manifest from their saved per-source results (``medvid.utils.sharding``).
+    """
     from tqdm import tqdm
+
+    from medvid.utils.sharding import sharding
 
     cfg = cfg or CurateConfig()
     build_filters(cfg)  # fail fast on bad thresholds / missing learned-score weights
@@ -278,43 +292,68 @@ def curate(src: str | Path, out: str | Path, cfg: CurateConfig | None = None, pr
     def state_file(rel: str) -> Path:
         return state_dir / f"{hashlib.sha1(rel.encode()).hexdigest()[:16]}.json"
 
-    results: dict[str, dict] = {}
-    todo = []
-    for p in sources:
-        sf = state_file(rels[p])
+    def saved(rel: str) -> dict | None:
+        """The saved result of ``rel`` made with this config (errors included), or None."""
+        sf = state_file(rel)
         if sf.is_file():
             try:
                 st = json.loads(sf.read_text(encoding="utf-8"))
-                if st.get("fingerprint") == fp and not st.get("error"):
-                    results[rels[p]] = st
-                    continue
+                if st.get("fingerprint") == fp:
+                    return st
             except json.JSONDecodeError:
                 pass
-        todo.append(p)
-    resumed = len(results)
-    cfg_dict = to_dict(cfg)
+        return None
 
-    def done(res: dict) -> None:
-        res["fingerprint"] = fp
-        results[res["source"]] = res
-        if res["error"]:
-            log.warning("%s: %s", res["source"], res["error"])
+    with sharding(shard, merge=merge) as sh:
+        todo, resumed = [], 0
+        if not merge:
+            for p in sh.take(sources):
+                st = saved(rels[p])
+                if st is not None and not st.get("error"):  # an error is retried
+                    resumed += 1
+                else:
+                    todo.append(p)
+        cfg_dict = to_dict(cfg)
+
+        def done(res: dict) -> None:
+            res["fingerprint"] = fp
+            if res["error"]:
+                log.warning("%s: %s", res["source"], res["error"])
+            write_json(state_file(res["source"]), res)  # errors too: the merge reports them
+
+        bar = tqdm(total=len(todo), desc="curate", unit="file", disable=not progress)
+        if cfg.workers > 1 and len(todo) > 1:
+            with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
+                futs = [pool.submit(process_source, str(p), rels[p], str(out), cfg_dict) for p in todo]
+                for fut in as_completed(futs):
+                    done(fut.result())
+                    bar.update()
         else:
-            write_json(state_file(res["source"]), res)
-
-    bar = tqdm(total=len(todo), desc="curate", unit="file", disable=not progress)
-    if cfg.workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
-            futs = [pool.submit(process_source, str(p), rels[p], str(out), cfg_dict) for p in todo]
-            for fut in as_completed(futs):
-                done(fut.result())
+            for p in todo:
+                done(process_source(str(p), rels[p], str(out), cfg_dict))
                 bar.update()
-    else:
-        for p in todo:
-            done(process_source(str(p), rels[p], str(out), cfg_dict))
-            bar.update()
-    bar.close()
+        bar.close()
+        resumed = sum(sh.gather(resumed))
 
+        def merged() -> dict:
+            results: dict[str, dict] = {}
+            for p in sources:
+                st = saved(rels[p])
+                if st is not None:
+                    results[rels[p]] = st
+            missing = sorted(set(rels.values()) - set(results))
+            if missing:
+                raise ValueError(f"{out}: {len(missing)} source(s) have no saved result, e.g. {missing[0]}; "
+                                 "run the missing --shard jobs (or the command without --merge) first")
+            return _finish(results, out, cfg, len(sources), resumed)
+
+        report = sh.finish(merged, {"sources": len(sources), "shard": shard, "processed": len(todo),
+                                    "resumed_sources": resumed})
+    return report
+
+
+def _finish(results: dict[str, dict], out: Path, cfg: CurateConfig, num_sources: int, resumed: int) -> dict:
+    """Near-duplicates across all sources, manifest, removed list and report, from per-source results."""
     # near-duplicates across all sources, in source then clip order (deterministic)
     dedup = Deduplicator(cfg.dedup_max_distance)
     kept, removed, errors = [], [], []
@@ -346,7 +385,7 @@ def curate(src: str | Path, out: str | Path, cfg: CurateConfig | None = None, pr
     per_filter = {k: {"clips": int(n), "seconds": round(s, 4), "clips_per_second": round(n / s, 2) if s > 0 else None}
                   for k, (s, n) in sorted(timings.items())}
     report = {
-        "sources": len(sources), "resumed_sources": resumed, "errors": errors,
+        "sources": num_sources, "resumed_sources": resumed, "errors": errors,
         "clips_total": len(kept) + len(removed), "kept": len(kept), "removed": len(removed),
         "removed_by_filter": dict(Counter(r["filter"] for r in removed)),
         "timing": per_filter,
@@ -372,6 +411,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--border-action", choices=["crop", "drop", "off"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set text_max_words=10 (repeatable)")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -390,7 +430,11 @@ def main(args: argparse.Namespace) -> int:
     if args.border_action:
         overrides["border_action"] = args.border_action
     cfg = load_config(CurateConfig, args.config, overrides)
-    report = curate(args.src, args.out, cfg)
+    report = curate(args.src, args.out, cfg, shard=args.shard, merge=args.merge)
+    if "kept" not in report:  # one --shard job: the manifest comes with --merge
+        print(f"shard {args.shard}: {report['processed']} source(s) processed, {report['resumed_sources']} already done; "
+              f"when every shard is done: medvid curate {args.src} {args.out} --merge")
+        return 0
     print(json.dumps({k: report[k] for k in ("sources", "kept", "removed", "removed_by_filter")}, indent=2))
     print(f"{'filter':<12}{'clips':>8}{'clips/s':>10}")
     for name, t in report["timing"].items():

@@ -19,6 +19,10 @@ Output folder::
 Resumable like ``medvid encode``: a shard is written to a temporary file and renamed, then its
 clips are appended to ``index.jsonl``; a re-run skips clips already indexed and removes a shard
 that a crash left without index lines.
+
+Many processes: as ``medvid encode`` (torchrun ranks or ``--shard I/N`` jobs write their own shards
+and indexes, rank 0 or ``--merge`` joins the indexes in the single-process order; on CUDA each
+rank uses its ``LOCAL_RANK`` GPU).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from medvid.data.manifest import read_jsonl_repairing, write_json
 from medvid.data.shards import ShardWriter
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import add_shard_arguments
 
 log = get_logger("flow")
 
@@ -93,9 +98,31 @@ def compute_flow_features(
     dtype: str = "float16",
     device: str = "cpu",
     progress: bool = True,
+    shard: str | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
-    """Write the flow-feature cache of ``source`` (latent folder or manifest) into ``out``."""
+    """Write the flow-feature cache of ``source`` (latent folder or manifest) into ``out``.
+
+    Under torchrun (or with ``shard="I/N"``) this process computes its share of the clips only;
+    ``merge=True`` joins the indexes of earlier ``--shard`` jobs."""
+    from medvid.utils.sharding import sharding
+
+    with sharding(shard, device, merge) as sh:
+        return _compute(source, out, flow=flow, flow_weights=flow_weights, repnet=repnet,
+                        repnet_weights=repnet_weights, allow_random_repnet=allow_random_repnet, splits=splits,
+                        num_frames=num_frames, frame_stride=frame_stride, resolution=resolution, seed=seed,
+                        clips_per_video=clips_per_video, short_policy=short_policy, hflip=hflip,
+                        shard_size=shard_size, dtype=dtype, device=str(sh.device(device)), progress=progress,
+                        sh=sh, merge=merge)
+
+
+def _compute(source, out, *, flow, flow_weights, repnet, repnet_weights, allow_random_repnet, splits, num_frames,
+             frame_stride, resolution, seed, clips_per_video, short_policy, hflip, shard_size, dtype, device,
+             progress, sh, merge) -> dict[str, Any]:
     from tqdm import tqdm
+
+    from medvid.data.shards import merge_index
+    from medvid.utils.sharding import sum_counts
 
     from medvid.flow.alignment import flow_targets
     from medvid.flow.estimators import build_flow_estimator
@@ -129,9 +156,10 @@ def compute_flow_features(
                              f"clip protocol ({meta_path}); use a new --out folder or delete this one")
         meta["shapes"] = old.get("shapes")
 
-    writer = ShardWriter(out, FORMAT, shard_size)
-    todo = [c for c in clip_ids if c not in writer.done]
-    stats = {"computed": 0, "already_done": len(clip_ids) - len(todo)}
+    writer = ShardWriter(out, FORMAT, shard_size, tag=sh.tag)
+    mine = sh.take(clip_ids) if not merge else []
+    todo = [c for c in mine if c not in writer.done]
+    stats = {"computed": 0, "already_done": len(mine) - len(todo)}
 
     for cid in tqdm(todo, desc="flow-features", unit="clip", disable=not progress):
         video = ds.get_clip(cid)["video"]  # (num_frames + 1, 3, R, R) in [-1, 1]
@@ -147,8 +175,11 @@ def compute_flow_features(
     if not meta_path.is_file():
         write_json(meta_path, meta)
     ds.close()
-    return {**stats, "total_clips": writer.total(), "out": str(out), "repnet": net.name,
-            "shapes": meta.get("shapes")}
+    stats = sum_counts(sh.gather(stats))
+    total = sh.finish(lambda: merge_index(out, clip_ids), writer.total())
+    if meta.get("shapes") is None and meta_path.is_file():  # computed by another rank
+        meta["shapes"] = json.loads(meta_path.read_text(encoding="utf-8")).get("shapes")
+    return {**stats, "total_clips": total, "out": str(out), "repnet": net.name, "shapes": meta.get("shapes")}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +204,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -182,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
         splits=tuple(s for s in args.splits.split(",") if s), num_frames=args.num_frames,
         frame_stride=args.frame_stride, resolution=args.resolution, seed=args.seed,
         clips_per_video=args.clips_per_video, shard_size=args.shard_size, dtype=args.dtype,
-        device=args.device, progress=not args.no_progress,
+        device=args.device, progress=not args.no_progress, shard=args.shard, merge=args.merge,
     )
     print(json.dumps(summary, indent=1))
     return 0

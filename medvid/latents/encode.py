@@ -42,6 +42,13 @@ being filled; a shard file left without index lines by a crash is removed on the
 
 At the end the cached latents' mean and std are printed, with a warning when they are far from the
 (0, 1) the diffusion noise schedule assumes (``medvid.latents.scale``: fit the VAE's latent scale).
+
+Many processes: under ``torchrun --nproc-per-node N -m medvid encode ...`` rank r encodes windows
+r, r + N, ... (and the image pools of videos r, r + N, ...) of the single-process order into its own
+``shard-rank-0000r-*`` files and ``index-rank-0000r.jsonl``; rank 0 then merges the indexes into
+``index.jsonl`` in the single-process order (``medvid.data.shards``) and writes the statistics.
+``--shard I/N`` jobs do the same without a launcher, and ``--merge`` joins them. Tensors and index
+rows equal a single process's; only the shard file names differ.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from medvid.data.shards import ShardWriter
 from medvid.latents.scale import RunningMoments, scale_warning
 from medvid.latents.vae import VideoVAE, load_vae
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import add_shard_arguments
 
 log = get_logger("encode")
 
@@ -223,15 +231,35 @@ def encode(
     num_workers: int = 0,
     dtype: str = "float32",
     progress: bool = True,
+    shard: str | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Encode the clips of a manifest (or prepared folder) into ``out``; return a summary.
 
     See the module docstring for what is cached. ``hflip=False`` is ``flips="none"``.
     ``resolution`` and ``frame_stride`` default to what the VAE was trained with (its folder's
     ``medvid_training.json``), else 128 and 3; a value that disagrees with that record is refused.
+    Under torchrun (or with ``shard="I/N"``) this process encodes its share only; ``merge=True``
+    joins the rank indexes of earlier ``--shard`` jobs (see the module docstring).
     """
+    from medvid.utils.sharding import sharding
+
+    with sharding(shard, merge=merge) as sh:
+        return _encode(source, vae, out, splits=splits, clips_per_video=clips_per_video, num_frames=num_frames,
+                       frame_stride=frame_stride, resolution=resolution, num_images=num_images, image_pool=image_pool,
+                       flips=flips, posterior=posterior, posterior_samples=posterior_samples, seed=seed,
+                       short_policy=short_policy, hflip=hflip, shard_size=shard_size, batch_size=batch_size,
+                       num_workers=num_workers, dtype=dtype, progress=progress, sh=sh, merge=merge)
+
+
+def _encode(source, vae, out, *, splits, clips_per_video, num_frames, frame_stride, resolution, num_images, image_pool,
+            flips, posterior, posterior_samples, seed, short_policy, hflip, shard_size, batch_size, num_workers, dtype,
+            progress, sh, merge) -> dict[str, Any]:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
+
+    from medvid.data.shards import merge_index
+    from medvid.utils.sharding import sum_counts
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: use one of {sorted(DTYPES)}")
@@ -301,13 +329,15 @@ def encode(
             )
     write_json(meta_path, meta)
 
-    writer = ShardWriter(out, FORMAT, shard_size)
-    pool_writer = ShardWriter(out / POOL_DIR, POOL_FORMAT, shard_size) if pool else None
+    writer = ShardWriter(out, FORMAT, shard_size, tag=sh.tag)
+    pool_writer = ShardWriter(out / POOL_DIR, POOL_FORMAT, shard_size, tag=sh.tag) if pool else None
     done = writer.done
     torch_dtype = DTYPES[dtype]
     stats = {"encoded": 0, "already_done": 0, "duplicates": 0, "windows": 0, "videos": 0, "pool_images": 0}
 
     bad_videos: dict[str, str] = {}
+    order: list[str] = []  # every clip id, and every image pool, in the single-process order
+    pool_order: list[str] = []
     for split in splits:
         if not any(e.get("split", "train") == split for e in entries):
             continue
@@ -318,10 +348,13 @@ def encode(
         )
         ds.source = str(manifest)
         windows = variant_specs(ds, clips_per_video, flips, seed)
-        stats["windows"] += len(windows)
-        stats["videos"] += len(ds.entries)
+        order += [cid for w in windows for _, cid in w["variants"]]
+        pool_order += [f"{e['id']}#images" for e in ds.entries]
+        if sh.is_main:  # counted once, not per rank
+            stats["windows"] += len(windows)
+            stats["videos"] += len(ds.entries)
         todo = []
-        for w in windows:
+        for w in sh.take(windows) if not merge else []:
             left = [cid for _, cid in w["variants"] if cid not in done]
             stats["already_done"] += len(w["variants"]) - len(left)
             if left:
@@ -371,14 +404,24 @@ def encode(
                 bar.update(len(batch["error"]))
             bar.close()
             writer.flush()
-        if pool_writer is not None:
+        if pool_writer is not None and not merge:
             stats["pool_images"] += _encode_pool(ds, vae, pool_writer, split, pool, posterior, samples, seed,
-                                                 batch_size, torch_dtype, bad_videos, progress)
+                                                 batch_size, torch_dtype, bad_videos, progress,
+                                                 sh.take(range(len(ds.entries))))
         bad_videos.update(ds.bad_videos)
         ds.close()
-    total = writer.total()
-    summary = {**stats, "shards_written": writer.shards_written, "total_clips": total, "bad_videos": bad_videos,
-               "out": str(out)}
+    part = {**stats, "shards_written": writer.shards_written, "bad_videos": bad_videos}
+    summary = {**sum_counts(sh.gather(part)), "out": str(out)}
+
+    def merged() -> int:
+        if pool_writer is not None:
+            merge_index(out / POOL_DIR, pool_order)
+        return merge_index(out, order)
+
+    total = sh.finish(merged, None)
+    if total is None:  # a rank that does not merge: its own share only
+        return {**part, "out": str(out), "shard": f"{sh.rank}/{sh.world_size}"}
+    summary["total_clips"] = total
     if total == 0:
         raise ManifestError(f"{manifest}: no clip could be encoded (splits {list(splits)}); see the warnings above")
     summary["latents"] = cache_statistics(out)
@@ -395,12 +438,15 @@ def encode(
 
 def _encode_pool(ds: ClipDataset, vae: VideoVAE, writer: ShardWriter, split: str, size: int, posterior: str,
                  samples: int, seed: int, batch_size: int, torch_dtype: torch.dtype, bad_videos: dict[str, str],
-                 progress: bool) -> int:
-    """Encode ``size`` frames of every video of ``ds`` alone into the image pool; return images written."""
+                 progress: bool, videos: list[int] | None = None) -> int:
+    """Encode ``size`` frames of every video of ``ds`` (or of the ``videos`` indices) alone into the
+    image pool; return images written."""
     from tqdm import tqdm
 
     written = 0
-    for v, entry in enumerate(tqdm(ds.entries, desc=f"image pool {split}", unit="video", disable=not progress)):
+    picked = range(len(ds.entries)) if videos is None else videos
+    for v in tqdm(picked, desc=f"image pool {split}", unit="video", disable=not progress):
+        entry = ds.entries[v]
         pid = f"{entry['id']}#images"
         if pid in writer.done:
             continue
@@ -479,6 +525,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--no-progress", action="store_true")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -490,11 +537,15 @@ def main(args: argparse.Namespace) -> int:
             posterior=args.posterior, posterior_samples=args.posterior_samples, seed=args.seed,
             short_policy=args.short_policy, hflip=not args.no_hflip, shard_size=args.shard_size,
             batch_size=args.batch_size, num_workers=args.num_workers, dtype=args.dtype,
-            progress=not args.no_progress,
+            progress=not args.no_progress, shard=args.shard, merge=args.merge,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"medvid encode: {e}", file=sys.stderr)
         return 2
+    if "total_clips" not in summary:  # one --shard job: the index comes with --merge
+        print(f"shard {args.shard}: encoded {summary['encoded']} clip(s) ({summary['already_done']} already cached); "
+              "when every shard is done, run the same command with --merge instead of --shard")
+        return 0
     print(
         f"encoded {summary['encoded']} clip(s) ({summary['already_done']} already cached); "
         f"{summary['total_clips']} clips ({summary['windows']} windows of {summary['videos']} videos) in {summary['out']}"

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from medvid.metrics.features import FeatureCache, batched_features, cache_key, d
 from medvid.metrics.frechet import bootstrap_frechet, frechet_distance_from_features
 from medvid.metrics.inputs import Clip, VideoSource, fingerprint, list_videos, select_clips
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import Sharding, current, release
 from medvid.utils.weights import MissingWeightsError
 
 __all__ = ["evaluate", "ALL_METRICS", "DEFAULT_METRICS", "OFFLINE_METRICS", "parse_metrics"]
@@ -158,9 +159,10 @@ class TooFewSamples(ValueError):
 
 class _Evaluator:
     def __init__(self, real: _VideoSet, fake: _VideoSet, cache: FeatureCache, batch_size: int, bootstrap: int, seed: int,
-                 device: torch.device = torch.device("cpu"), allow_few: bool = False):
+                 device: torch.device = torch.device("cpu"), allow_few: bool = False, sharding: Sharding | None = None):
         self.real, self.fake, self.cache, self.device, self.allow_few = real, fake, cache, device, allow_few
         self.batch_size, self.bootstrap, self.seed = batch_size, bootstrap, seed
+        self.sh = sharding or Sharding()
         self._feats: dict[tuple, np.ndarray] = {}
 
     def on_device(self, fn: Callable) -> Callable:
@@ -169,17 +171,41 @@ class _Evaluator:
             return fn
         return lambda x: fn(x.to(self.device, non_blocking=True))
 
+    def _features(self, key: str, fn: Callable, items: Callable[[], Iterable[np.ndarray]], units: list,
+                  read: Callable[[Any], np.ndarray], describe: dict) -> np.ndarray:
+        """Features of ``items()`` (one process), from the cache or computed.
+
+        Under torchrun the same arrays come from ``units`` (clips or sources, each ``read`` to a
+        stack of items): rank r computes units r, r + N, ... and every rank gets all rows in order;
+        only rank 0 reads and writes the cache, and broadcasts whether it had them."""
+        if not self.sh.launched:
+            return self.cache.get_or_compute(key, lambda: batched_features(items(), fn, self.batch_size), describe)
+        cached = self.sh.broadcast(self.cache.load(key) if self.sh.is_main else None)
+        if cached is not None:
+            return cached
+        mine: dict[int, np.ndarray] = {}
+        for i in self.sh.take(range(len(units))):
+            stack = read(units[i])  # (n, ...) items of this unit
+            mine[i] = batched_features(iter(stack), fn, self.batch_size) if len(stack) else np.zeros((0, 0))
+        rows = {i: a for part in self.sh.gather(mine) for i, a in part.items()}
+        arr = np.concatenate([rows[i] for i in range(len(units)) if len(rows[i])])
+        if self.sh.is_main:
+            self.cache.store(key, arr, describe)
+        return arr
+
     def clip_features(self, side: _VideoSet, net_id: str, fn: Callable, per_frame: bool = False) -> np.ndarray:
         """Features of every selected clip (``per_frame``: every frame of them, clip-major)."""
         mem = (id(side), net_id, per_frame)
         if mem not in self._feats:
             key = cache_key(kind="clips", net=net_id, per_frame=per_frame, clips=side.clip_key())
             if per_frame:
-                items = (f for clip in side.iter_clips() for f in clip)
+                items = lambda: (f for clip in side.iter_clips() for f in clip)  # noqa: E731
+                read = lambda c: c.read()  # noqa: E731  (T, H, W, 3): one item per frame
             else:
-                items = side.iter_clips()
-            self._feats[mem] = self.cache.get_or_compute(
-                key, lambda: batched_features(items, self.on_device(fn), self.batch_size),
+                items = side.iter_clips
+                read = lambda c: c.read()[None]  # noqa: E731  one item: the clip
+            self._feats[mem] = self._features(
+                key, self.on_device(fn), items, list(side.clips), read,
                 {"set": str(side.root), "net": net_id, "per_frame": per_frame, "num_clips": len(side.clips)})
         return self._feats[mem]
 
@@ -187,8 +213,17 @@ class _Evaluator:
         mem = (id(side), net_id, "frames", max_frames)
         if mem not in self._feats:
             key = cache_key(kind="frames", net=net_id, set=side.fingerprint, max_frames=max_frames)
-            self._feats[mem] = self.cache.get_or_compute(
-                key, lambda: batched_features(side.iter_frames(max_frames), self.on_device(fn), self.batch_size),
+            # torchrun: (source, frames it gives) in source order until max_frames, from the
+            # containers' frame counts (one process stops on the frames actually decoded)
+            units, left = [], max_frames
+            for src in side.sources:
+                n = src.num_frames if left is None else min(src.num_frames, left)
+                if n <= 0:
+                    break
+                units.append((src, n))
+                left = None if left is None else left - n
+            self._feats[mem] = self._features(
+                key, self.on_device(fn), lambda: side.iter_frames(max_frames), units, lambda u: u[0].read()[: u[1]],
                 {"set": str(side.root), "net": net_id, "max_frames": max_frames})
         return self._feats[mem]
 
@@ -275,6 +310,10 @@ def evaluate(
     samples were trained with (``samples.json``), else 16. ``device``: where the feature networks
     of FVD, FID, IS and CD-FVD run (auto: CUDA when present); the per-video scores' networks stay on
     the CPU.
+
+    Under ``torchrun --nproc-per-node N`` every rank runs this function: the feature extraction
+    (the networks over clips and frames) is split across ranks, every rank gets all features, and
+    rank 0 writes the cache, ``metrics.json`` and the report.
     """
     from medvid.training.distributed import resolve_device
 
@@ -301,7 +340,8 @@ def evaluate(
     if cache_dir == "default":
         cache_dir = Path(out_dir) / "feature_cache" if out_dir is not None else default_cache_dir()
     cache = FeatureCache(cache_dir)
-    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed, dev, allow_few)
+    sh = current(None, "auto")
+    ev = _Evaluator(real_set, fake_set, cache, batch_size, bootstrap, seed, dev, allow_few, sh)
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -357,7 +397,8 @@ def evaluate(
             batch_size=batch_size, effnet_resolution=effnet_resolution, fps=fps, allow_few=allow_few,
             i3d=i3d, inception=inception, videomae=videomae, clip=clip, dino=dino, raft=raft,
             interpolator=interpolator, musiq=musiq, max_fid_frames=max_fid_frames))
-    if out_dir is not None:
+    release(sh)
+    if out_dir is not None and sh.is_main:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(out, indent=1))

@@ -63,26 +63,36 @@ class FeatureCache:
         self.misses = 0
 
     def get_or_compute(self, key: str, compute: Callable[[], np.ndarray], describe: dict | None = None) -> np.ndarray:
-        if self.root is None:
-            self.misses += 1
-            return compute()
-        f = self.root / f"{key}.npy"
-        if f.is_file():
-            try:
-                arr = np.load(f, allow_pickle=False)
-                self.hits += 1
-                log.info("features from cache %s", f.name)
-                return arr
-            except (OSError, ValueError) as e:
-                log.warning("ignoring unreadable cached features %s (%s)", f, e)
-        self.misses += 1
+        arr = self.load(key)
+        if arr is not None:
+            return arr
         arr = compute()
+        self.store(key, arr, describe)
+        return arr
+
+    def load(self, key: str) -> np.ndarray | None:
+        """The cached array (counted as a hit), or None (counted as a miss)."""
+        if self.root is not None:
+            f = self.root / f"{key}.npy"
+            if f.is_file():
+                try:
+                    arr = np.load(f, allow_pickle=False)
+                    self.hits += 1
+                    log.info("features from cache %s", f.name)
+                    return arr
+                except (OSError, ValueError) as e:
+                    log.warning("ignoring unreadable cached features %s (%s)", f, e)
+        self.misses += 1
+        return None
+
+    def store(self, key: str, arr: np.ndarray, describe: dict | None = None) -> None:
+        if self.root is None:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{key}.{os.getpid()}.npy"
         np.save(tmp, arr, allow_pickle=False)
-        os.replace(tmp, f)
+        os.replace(tmp, self.root / f"{key}.npy")
         (self.root / f"{key}.json").write_text(json.dumps(describe or {}, indent=1, default=str))
-        return arr
 
 
 def batched_features(items: Iterable[np.ndarray], fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from medvid.diffusion.samplers import SAMPLERS
+from medvid.utils.sharding import add_shard_arguments
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "recorded in the checkpoint), none, or a number")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="the network's precision: auto = bf16 autocast on CUDA, fp32 on the CPU")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
                               steps=args.steps, cfg_scale=args.cfg, eta=args.eta, batch_size=args.batch_size,
                               use_ema=not args.no_ema, device=args.device, caption=args.caption,
                               negative_prompt=args.negative_prompt, class_id=args.class_id, vae=args.vae, fps=args.fps,
-                              frames=args.frames, clip_denoised=args.clip_denoised, precision=args.precision)
+                              frames=args.frames, clip_denoised=args.clip_denoised, precision=args.precision,
+                              shard=args.shard, merge=args.merge)
     except ValueError as e:
         print(f"medvid sample: {e}", file=sys.stderr)
         return 2

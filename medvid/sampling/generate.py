@@ -5,12 +5,19 @@ contact sheet keeps only a few downscaled frames of its first rows.
 ``frames=1`` samples still images: one latent frame per sample, given to the model as a joint-
 training image (``num_images=1``) and decoded alone, written as ``image_XXXX.png`` (no contact
 sheet, so the folder is an image set for ``medvid evaluate``).
+
+Many processes (``medvid sample`` under ``torchrun --nproc-per-node N``, or ``--shard I/N`` jobs):
+rank r samples videos r, r + N, ...; video k's noise comes from a generator seeded with (seed, k)
+only, so it is the same video whichever rank makes it. Each video's ``.npz`` is written last and
+atomically, so a rerun skips finished videos; rank 0 (or ``--merge``) writes the contact sheet
+and ``samples.json`` once all are there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from medvid.data.manifest import write_json
 from medvid.diffusion import GaussianDiffusion, sample
 from medvid.training.config import SampleConfig as SampleConfigDefaults
 from medvid.utils.logging import get_logger
@@ -95,12 +103,13 @@ def resolve_clip(setting: str | float | None, latent_absmax: float | None) -> fl
     return c
 
 
-def _conditioning(spec: SampleSpec, start: int, b: int, device, text=None, num_classes: int = 0, num_images: int = 0):
-    """(cond kwargs, uncond kwargs or None) for videos start..start+b-1."""
+def _conditioning(spec: SampleSpec, ks: list[int], device, text=None, num_classes: int = 0, num_images: int = 0):
+    """(cond kwargs, uncond kwargs or None) for videos ``ks``."""
+    b = len(ks)
     cond: dict[str, Any] = {"num_images": num_images}
     uncond: dict[str, Any] | None = None
     if num_classes > 0:
-        ids = [spec.class_id if spec.class_id is not None else (start + i) % num_classes for i in range(b)]
+        ids = [spec.class_id if spec.class_id is not None else k % num_classes for k in ks]
         if any(not 0 <= i < num_classes for i in ids):
             raise ValueError(f"class id {spec.class_id} out of range: the model has {num_classes} classes (0..{num_classes - 1})")
         cond["y"] = torch.tensor(ids, device=device)
@@ -126,27 +135,41 @@ def generate_to_dir(
     device: torch.device | str | None = None,
     meta: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    sharding=None,
+    resume: bool = False,
 ) -> list[Path]:
     """Sample ``spec.num`` videos of latent shape (F, C, h, w) into ``out_dir``; returns the mp4 paths.
 
     Video i uses a generator seeded with (seed, i) only, so it does not depend on the batch size.
     Without a ``vae`` the latents are written to ``latents_XXXX.npz`` and no videos.
-    ``progress(k, n)`` is called after each denoising step of each batch.
+    ``progress(k, n)`` is called after each denoising step of each batch. ``sharding``
+    (``medvid.utils.sharding.Sharding``): sample this rank's videos only; the merging rank writes
+    the contact sheet and ``samples.json`` once every rank is done. ``resume``: skip videos whose
+    ``.npz`` is there (and refuse a folder sampled with other settings).
     """
+    from medvid.utils.sharding import Sharding
+
+    sh = sharding or Sharding()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     still = latent_shape[0] == 1  # one latent frame: a still image
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    record = {**spec.__dict__, "latent_shape": list(latent_shape), **(meta or {})}
+    if resume:
+        _check_same_settings(out_dir / "samples.json", record)
+        write_json(out_dir / "samples.json", record, default=str)
+    ks = [k for k in sh.take(range(spec.num)) if not (resume and _finished(out_dir, k, vae, still))]
     was_training = model.training
     model.eval()
     paths: list[Path] = []
-    sheet_rows: list[np.ndarray] = []
-    for start in range(0, spec.num, spec.batch_size):
-        b = min(spec.batch_size, spec.num - start)
+    for start in range(0, len(ks), spec.batch_size):
+        chunk = ks[start : start + spec.batch_size]
+        b = len(chunk)
         # One generator per video (initial noise, then DDPM / eta > 0 noise): results do not depend on
-        # the batch size.
-        gens = [torch.Generator().manual_seed(spec.seed * 1_000_003 + start + i) for i in range(b)]
-        cond, uncond = _conditioning(spec, start, b, device, text, num_classes, num_images=int(still))
+        # the batch size, nor on which rank samples the video.
+        gens = [torch.Generator().manual_seed(spec.seed * 1_000_003 + k) for k in chunk]
+        cond, uncond = _conditioning(spec, chunk, device, text, num_classes, num_images=int(still))
+
         def call(kwargs):
             def fn(x, t):
                 with _autocast(spec.precision, device):
@@ -162,10 +185,9 @@ def generate_to_dir(
                    cfg_scale=spec.cfg_scale, uncond_fn=uncond_fn if spec.cfg_scale != 1.0 else None,
                    generator=gens, device=device, progress=progress, clip_denoised=spec.clip_denoised,
                    joint_fn=joint_fn)
-        for i in range(b):
-            k = start + i
+        for i, k in enumerate(chunk):
             if vae is None:
-                np.savez_compressed(out_dir / f"latents_{k:04d}.npz", latents=z[i].float().cpu().numpy())
+                _savez(out_dir / f"latents_{k:04d}.npz", latents=z[i].float().cpu().numpy())
                 continue
             decode = vae.decode_images if still else vae.decode  # an image is decoded alone
             video = decode(z[i : i + 1].to(device))[0].float().clamp(-1, 1)  # (T, 3, H, W) in [-1, 1]
@@ -173,23 +195,62 @@ def generate_to_dir(
             if still:
                 from PIL import Image
 
-                Image.fromarray(frames[0]).save(out_dir / f"image_{k:04d}.png")
+                tmp = out_dir / f".image_{k:04d}.png.tmp{os.getpid()}"
+                Image.fromarray(frames[0]).save(tmp, format="PNG")
+                os.replace(tmp, out_dir / f"image_{k:04d}.png")
                 paths.append(out_dir / f"image_{k:04d}.png")
                 continue
             paths.append(write_mp4(frames, out_dir / f"video_{k:04d}.mp4", fps=spec.fps))
             write_gif(frames, out_dir / f"video_{k:04d}.gif", fps=spec.fps)
-            np.savez_compressed(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy(),
-                                fps=np.asarray(spec.fps))
-            if len(sheet_rows) < SHEET_ROWS:
+            # last, and atomically: it marks a finished video
+            _savez(out_dir / f"video_{k:04d}.npz", frames=frames, latents=z[i].float().cpu().numpy(),
+                   fps=np.asarray(spec.fps))
+        log.info("sampled %d/%d", start + b, len(ks))
+    model.train(was_training)
+
+    def merged() -> list[Path]:
+        if vae is not None and not still:
+            # the first rows of the sheet, read back from the npz files whichever rank wrote them
+            sheet_rows = []
+            for k in range(min(SHEET_ROWS, spec.num)):
+                frames = np.load(out_dir / f"video_{k:04d}.npz")["frames"]
                 idx = np.linspace(0, len(frames) - 1, min(SHEET_FRAMES, len(frames))).round().astype(int)
                 sheet_rows.append(frames[idx])
-        log.info("sampled %d/%d", start + b, spec.num)
-    if sheet_rows:
-        contact_sheet(sheet_rows, out_dir / "contact_sheet.png", max_frames=SHEET_FRAMES)
-    record = {**spec.__dict__, "latent_shape": list(latent_shape), **(meta or {})}
-    (out_dir / "samples.json").write_text(json.dumps(record, indent=1, default=str))
-    model.train(was_training)
-    return paths
+            contact_sheet(sheet_rows, out_dir / "contact_sheet.png", max_frames=SHEET_FRAMES)
+        write_json(out_dir / "samples.json", record, default=str)
+        if not sh.sharded and not resume:
+            return paths
+        return [p for k in range(spec.num) if (p := _output(out_dir, k, vae, still)).is_file()]
+
+    return sh.finish(merged, paths)
+
+
+def _output(out_dir: Path, k: int, vae, still: bool) -> Path:
+    return out_dir / (f"latents_{k:04d}.npz" if vae is None else f"image_{k:04d}.png" if still else f"video_{k:04d}.mp4")
+
+
+def _finished(out_dir: Path, k: int, vae, still: bool) -> bool:
+    """Video ``k`` is complete: its last-written file is there (written atomically)."""
+    return (out_dir / (f"video_{k:04d}.npz" if vae is not None and not still else _output(out_dir, k, vae, still).name)).is_file()
+
+
+def _savez(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    os.replace(tmp, path)
+
+
+def _check_same_settings(path: Path, record: dict) -> None:
+    """Resuming into a folder sampled with other settings would mix two sets of videos."""
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text(encoding="utf-8"))
+    keys = [k for k in record if k not in ("num", "batch_size", "checkpoint")]
+    diff = [k for k in keys if json.loads(json.dumps(record[k], default=str)) != old.get(k)]
+    if diff:
+        raise ValueError(f"{path.parent}: holds samples made with other settings ({', '.join(diff)} differ, see "
+                         f"{path}); use a new --out folder or delete this one")
 
 
 @dataclass
@@ -333,8 +394,14 @@ def sample_videos(
     frames: int | None = None,
     clip_denoised: str | float | None = "auto",
     precision: str = "auto",
+    shard: str | None = None,
+    merge: bool = False,
 ) -> list[Path]:
     """Sample ``num`` videos from a training checkpoint (run folder or ``step-*`` folder).
+
+    Resumable: videos already in ``out_dir`` (made with the same settings) are skipped. Under
+    torchrun (or with ``shard="I/N"``) this process samples its share only; ``merge=True`` writes
+    the contact sheet and ``samples.json`` once every ``--shard`` job is done.
 
     ``frames=1`` samples still images (PNG); other values are refused (the latent length is the
     one the model was trained on). ``clip_denoised``: "auto" clamps every x_0 estimate to the
@@ -352,7 +419,19 @@ def sample_videos(
     if frames not in (None, 1):
         raise ValueError(f"--frames {frames}: a MedSora run samples the clip length it was trained on; "
                          "only --frames 1 (a still image) can be asked for")
-    m = load_sampling_model(checkpoint, use_ema, device, vae)
+    from medvid.utils.sharding import sharding
+
+    with sharding(shard, device, merge) as sh:
+        m = load_sampling_model(checkpoint, use_ema, str(sh.device(device)), vae)
+        return _sample_videos(m, sh, merge, checkpoint, num, out_dir, seed=seed, sampler=sampler, steps=steps,
+                              cfg_scale=cfg_scale, eta=eta, batch_size=batch_size, caption=caption,
+                              negative_prompt=negative_prompt, class_id=class_id, fps=fps, frames=frames,
+                              clip_denoised=clip_denoised, precision=precision)
+
+
+def _sample_videos(m: SamplingModel, sh, merge: bool, checkpoint, num, out_dir, *, seed, sampler, steps, cfg_scale,
+                   eta, batch_size, caption, negative_prompt, class_id, fps, frames, clip_denoised,
+                   precision) -> list[Path]:
     spec = SampleSpec(num=num, sampler=sampler, steps=steps or m.default_steps, eta=eta,
                       clip_denoised=resolve_clip(clip_denoised, m.meta.get("latent_absmax")),
                       cfg_scale=cfg_scale, seed=seed, batch_size=batch_size,
@@ -361,5 +440,10 @@ def sample_videos(
     log.info("sampling %d video(s) from %s (%s weights, step %s) with %s-%d, cfg %.2f", num, checkpoint,
              m.meta["weights"], m.meta["step"], sampler, spec.steps, cfg_scale)
     shape = (1, *m.latent_shape[1:]) if frames == 1 else m.latent_shape
+    if merge:
+        missing = [k for k in range(num) if not _finished(Path(out_dir), k, m.vae, frames == 1)]
+        if missing:
+            raise ValueError(f"{out_dir}: {len(missing)} of {num} outputs are missing (e.g. number {missing[0]}); "
+                             "run the missing --shard jobs (or the command without --merge) first")
     return generate_to_dir(m.model, m.diffusion, shape, spec, out_dir, vae=m.vae, text=m.text,
-                           num_classes=m.num_classes, device=m.device, meta=m.meta)
+                           num_classes=m.num_classes, device=m.device, meta=m.meta, sharding=sh, resume=True)

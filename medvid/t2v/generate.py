@@ -23,6 +23,11 @@ Defaults follow MedGen's release for Wan (480x832, 81 frames, 50 steps, guidance
 prompt); MedSora samples at the size it was trained on with DDIM (the run's ``sample.steps``) and
 guidance 4, and uses the null text (the empty caption) as the unconditional branch unless a
 negative prompt is given.
+
+Many GPUs: ``torchrun --nproc-per-node N -m medvid generate --batch prompts.json ...`` gives rank r
+prompts r, r + N, ... (each on its ``LOCAL_RANK`` GPU); ``--shard I/N`` does part I of N as an
+independent job. Every video is seeded by its prompt entry, so it is the same whichever rank makes
+it; there is nothing to merge (one file pair per prompt).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import torch
 from medvid.data.manifest import write_json
 from medvid.t2v.prompts import PromptSpec, load_prompts, slugify
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import add_shard_arguments
 
 log = get_logger("t2v.generate")
 
@@ -458,17 +464,33 @@ def load_models(cfg: GenerateConfig, models: dict) -> Any:
 
 
 def generate(cfg: GenerateConfig, progress: bool = True, on_step: OnStep | None = None,
-             models: dict | None = None) -> dict[str, Any]:
+             models: dict | None = None, shard: str | None = None) -> dict[str, Any]:
     """Generate every prompt of ``cfg`` into ``cfg.out``.
 
     Returns ``{"written": [paths], "skipped": [paths already there], "failed": {name: reason}}``.
     A prompt that cannot be generated is an error for ``--prompt`` and a warning (listed under
     "failed") in a batch, so one bad entry does not stop a long job. ``on_step(k, n)`` reports each
     denoising step. ``models`` is a dict the caller keeps between calls (``medvid serve``) so the
-    model is loaded once (:func:`load_models`)."""
-    from tqdm.auto import tqdm
+    model is loaded once (:func:`load_models`). Under torchrun (or with ``shard="I/N"``) this
+    process generates its share of the prompts; torchrun's rank 0 returns every rank's lists."""
+    import dataclasses
+
+    from medvid.utils.sharding import sharding
 
     specs = prompt_specs(cfg)  # validate the prompt file before loading any model
+    with sharding(shard, cfg.device) as sh:
+        if sh.launched:  # this rank's GPU
+            cfg = dataclasses.replace(cfg, device=str(sh.device(cfg.device)))
+        result = _generate(cfg, sh.take(specs), progress, on_step, models)
+        parts = sh.gather(result)
+        return {k: [p for r in parts for p in r[k]] if k != "failed" else {n: e for r in parts for n, e in r[k].items()}
+                for k in result}
+
+
+def _generate(cfg: GenerateConfig, specs: list[PromptSpec], progress: bool, on_step: OnStep | None,
+              models: dict | None) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [s for s in specs if cfg.overwrite or not is_done(out_dir, s.name, cfg.num_frames)]
@@ -549,6 +571,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--overwrite", action="store_true", help="regenerate videos that already exist")
+    add_shard_arguments(parser, merge=False)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -562,7 +585,7 @@ def main(args: argparse.Namespace) -> int:
             guidance=args.guidance, fps=args.fps, sampler=args.sampler, max_sequence_length=args.max_sequence_length,
             use_ema=not args.no_ema, device=args.device, precision=args.precision, overwrite=args.overwrite,
         )
-        result = generate(cfg)
+        result = generate(cfg, shard=args.shard)
     except (ValueError, MissingWeightsError) as e:
         print(f"medvid generate: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,12 @@ multimodal model. Captions go into the manifest as ``brief_caption`` / ``detaile
 The manifest is rewritten atomically after every batch, so an interrupted run resumes where it
 stopped; clips already captioned by this model are skipped, and clips that already have both
 captions (e.g. imported from MedVideoCap) are kept unless ``--overwrite``.
+
+Many processes: under ``torchrun --nproc-per-node N -m medvid caption ...`` rank r captions clips
+r, r + N, ... and appends its finished records to ``.manifest.jsonl.parts/rank-0000r.jsonl``
+instead of rewriting the manifest; rank 0 writes them into the manifest at the end. ``--shard I/N``
+jobs do the same without a launcher and ``--merge`` writes the manifest. Every run first applies
+parts left by an interrupted one, so a lost rank's clips are captioned again by whoever runs next.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from medvid.curation.manifest import read_manifest
 from medvid.data.manifest import write_jsonl
 from medvid.curation.reader import sample_frames
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import add_shard_arguments
 from medvid.vlm.model import add_model_arguments
 from medvid.vlm.prompts import default_template, load_template
 
@@ -66,30 +73,67 @@ def needs_caption(rec: dict[str, Any], model_name: str, overwrite: bool) -> bool
     return overwrite or not has_both
 
 
-def caption(manifest: str | Path, cfg: CaptionConfig, model=None, progress: bool = True) -> dict:
+def _apply_parts(records: list[dict[str, Any]], parts: list[dict[str, Any]], where: Path) -> int:
+    """Records finished by ranks (``{"i", "id", "record"}`` rows) -> ``records``; returns how many."""
+    n = 0
+    for row in parts:
+        i = row["i"]
+        if not (0 <= i < len(records) and records[i].get("id") == row["id"]):
+            raise ValueError(f"{where}: a captioned record ({row['id']!r}) does not match the manifest; "
+                             "was the manifest changed during the run? delete the folder to start over")
+        records[i] = row["record"]
+        n += 1
+    return n
+
+
+def caption(manifest: str | Path, cfg: CaptionConfig, model=None, progress: bool = True,
+            shard: str | None = None, merge: bool = False) -> dict:
     """Caption the clips of ``manifest`` in place; returns counts and per-clip errors.
 
     ``model`` (a ``VisionLanguageModel``) may be passed to reuse a loaded one; otherwise it is
-    loaded from ``cfg.model`` only if some clip needs a caption.
+    loaded from ``cfg.model`` only if some clip needs a caption. Under torchrun (or with
+    ``shard="I/N"``) only this process's share is captioned; ``merge=True`` writes the shares of
+    earlier ``--shard`` jobs into the manifest (see the module doc).
     """
+    from medvid.utils.sharding import sharding
+
+    with sharding(shard, cfg.device, merge) as sh:
+        return _caption(Path(manifest), cfg, model, progress, sh, merge)
+
+
+def _caption(manifest: Path, cfg: CaptionConfig, model, progress: bool, sh, merge: bool) -> dict:
     from tqdm import tqdm
 
-    manifest = Path(manifest)
+    from medvid.utils.sharding import RowLog, clear_parts, parts_folder, read_parts, sum_counts
+
     records = read_manifest(manifest)
+    parts = parts_folder(manifest)
+    if _apply_parts(records, read_parts(parts), parts) and not sh.sharded:  # left by an interrupted multi-process run
+        write_jsonl(manifest, records)
+        clear_parts(parts)
+    rows = RowLog(parts, sh.rank) if sh.sharded else None
     template = load_template(cfg.prompt_template or default_template("caption"), SECTIONS, PLACEHOLDERS)
     name = cfg.model_name or (model.name if model is not None else Path(cfg.model).name)
     if not name:
         raise ValueError("caption: pass --model DIR (a local vision-language model folder)")
-    todo = [i for i, r in enumerate(records) if needs_caption(r, name, cfg.overwrite)]
-    stats: dict[str, Any] = {"model": name, "clips": len(records), "todo": len(todo), "captioned": 0,
-                             "skipped": len(records) - len(todo), "errors": []}
-    if not todo:
-        return stats
-    if model is None:
+    mine = sh.take(range(len(records))) if not merge else []
+    todo = [i for i in mine if needs_caption(records[i], name, cfg.overwrite)]
+    stats: dict[str, Any] = {"todo": len(todo), "captioned": 0, "skipped": len(mine) - len(todo), "errors": []}
+
+    def merged() -> dict:
+        if sh.sharded:
+            final = read_manifest(manifest)
+            _apply_parts(final, read_parts(parts), parts)
+            write_jsonl(manifest, final)
+            clear_parts(parts)
+        return total
+
+    root = manifest.parent
+    device = str(sh.device(cfg.device))
+    if model is None and todo:
         from medvid.vlm.model import VisionLanguageModel
 
-        model = VisionLanguageModel(cfg.model, cfg.trust_remote_code, cfg.device, cfg.dtype, cfg.image_size, name=name)
-    root = manifest.parent
+        model = VisionLanguageModel(cfg.model, cfg.trust_remote_code, device, cfg.dtype, cfg.image_size, name=name)
     bar = tqdm(total=len(todo), desc="caption", unit="clip", disable=not progress)
     for b in range(0, len(todo), cfg.batch_size):
         batch, frames = [], []
@@ -120,9 +164,13 @@ def caption(manifest: str | Path, cfg: CaptionConfig, model=None, progress: bool
                 rec.pop("caption_error", None)
                 stats["captioned"] += 1
                 bar.update()
-        write_jsonl(manifest, records)  # after every batch: an interrupted run resumes here
+        if rows is not None:  # a rank appends its finished records; rank 0 merges them at the end
+            rows.append([{"i": i, "id": records[i].get("id"), "record": records[i]} for i in todo[b : b + cfg.batch_size]])
+        else:
+            write_jsonl(manifest, records)  # after every batch: an interrupted run resumes here
     bar.close()
-    return stats
+    total = {"model": name, "clips": len(records), **sum_counts(sh.gather(stats))}
+    return sh.finish(merged, total)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +179,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--prompt-template", help="caption template file (default medvid/prompts/caption.txt)")
     parser.add_argument("--overwrite", action="store_true", help="re-caption clips that already have captions")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -141,7 +190,7 @@ def main(args: argparse.Namespace) -> int:
                         num_frames=args.num_frames, max_new_tokens_detailed=args.max_new_tokens,
                         overwrite=args.overwrite, trust_remote_code=args.trust_remote_code,
                         device=args.device, dtype=args.dtype)
-    stats = caption(args.manifest, cfg)
+    stats = caption(args.manifest, cfg, shard=args.shard, merge=args.merge)
     print(f"captioned {stats['captioned']} of {stats['clips']} clips with {stats['model']} "
           f"({stats['skipped']} already captioned, {len(stats['errors'])} errors)")
     for e in stats["errors"]:

@@ -10,6 +10,11 @@ Writes ``judge.json`` (a list of ``{video, prompt, scores, reasons, status, raw,
 ``judge.csv`` and ``judge_summary.json`` (mean / std / count per criterion), and prints the table.
 A reply the parser cannot read is kept in ``raw`` with status ``unparsed``; it never stops the
 run. Rerunning with the same output skips videos this model already judged.
+
+Many processes: under ``torchrun --nproc-per-node N -m medvid judge ...`` rank r judges videos
+r, r + N, ... (file-name order) and appends its results to ``.judge.json.parts/rank-0000r.jsonl``;
+rank 0 writes ``judge.json``, ``judge.csv`` and the summary from them. ``--shard I/N`` jobs do the
+same without a launcher and ``--merge`` writes the files.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 from medvid.data.manifest import write_json
 from medvid.curation.reader import find_videos, sample_frames
 from medvid.utils.logging import get_logger
+from medvid.utils.sharding import add_shard_arguments
 from medvid.vlm.parse import CRITERIA, UNPARSED, parse_judgement
 from medvid.vlm.model import add_model_arguments
 from medvid.vlm.prompts import default_template, load_template
@@ -157,9 +163,21 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def judge(cfg: JudgeConfig, model=None, progress: bool = True) -> dict:
-    """Score every video under ``cfg.videos``; returns the summary (files are written to cfg.out)."""
+def judge(cfg: JudgeConfig, model=None, progress: bool = True, shard: str | None = None, merge: bool = False) -> dict:
+    """Score every video under ``cfg.videos``; returns the summary (files are written to cfg.out).
+
+    Under torchrun (or with ``shard="I/N"``) only this process's share is judged; ``merge=True``
+    writes the files from the shares of earlier ``--shard`` jobs (see the module doc)."""
+    from medvid.utils.sharding import sharding
+
+    with sharding(shard, cfg.device, merge) as sh:
+        return _judge(cfg, model, progress, sh, merge)
+
+
+def _judge(cfg: JudgeConfig, model, progress: bool, sh, merge: bool) -> dict:
     from tqdm import tqdm
+
+    from medvid.utils.sharding import RowLog, clear_parts, parts_folder, read_parts
 
     vdir = Path(cfg.videos)
     if not vdir.exists():
@@ -174,19 +192,30 @@ def judge(cfg: JudgeConfig, model=None, progress: bool = True) -> dict:
     base = vdir if vdir.is_dir() else vdir.parent
     rel = {v: v.relative_to(base).as_posix() for v in videos}
 
-    previous: dict[str, dict] = {}
-    if json_path.is_file():
-        try:
-            previous = {e["video"]: e for e in json.loads(json_path.read_text(encoding="utf-8"))
-                        if e.get("model") == name and e.get("status") != "error"}
-        except (json.JSONDecodeError, TypeError, KeyError):
-            log.warning("%s: unreadable previous results; judging everything again", json_path)
-    todo = [v for v in videos if not (rel[v] in previous and previous[rel[v]].get("prompt") == prompts[v])]
-    results = {rel[v]: previous[rel[v]] for v in videos if v not in todo}
+    parts = parts_folder(json_path)
+
+    def load_previous() -> dict[str, dict]:
+        """Results of earlier runs: judge.json, then rows that ranks appended since (later wins)."""
+        previous: dict[str, dict] = {}
+        if json_path.is_file():
+            try:
+                previous = {e["video"]: e for e in json.loads(json_path.read_text(encoding="utf-8"))}
+            except (json.JSONDecodeError, TypeError, KeyError):
+                log.warning("%s: unreadable previous results; judging everything again", json_path)
+        previous.update({e["video"]: e for e in read_parts(parts)})
+        return {k: e for k, e in previous.items() if e.get("model") == name and e.get("status") != "error"}
+
+    previous = load_previous()
+    finished = [v for v in videos if rel[v] in previous and previous[rel[v]].get("prompt") == prompts[v]]
+    mine = sh.take(videos) if not merge else []
+    todo = [v for v in mine if v not in finished]
+    results = {rel[v]: previous[rel[v]] for v in finished}
+    rows = RowLog(parts, sh.rank) if sh.sharded else None
     if todo and model is None:
         from medvid.vlm.model import VisionLanguageModel
 
-        model = VisionLanguageModel(cfg.model, cfg.trust_remote_code, cfg.device, cfg.dtype, cfg.image_size, name=name)
+        model = VisionLanguageModel(cfg.model, cfg.trust_remote_code, str(sh.device(cfg.device)), cfg.dtype,
+                                    cfg.image_size, name=name)
     fmt = dict(num_frames=cfg.num_frames, scale_min=cfg.scale_min, scale_max=cfg.scale_max)
 
     def save() -> None:
@@ -229,15 +258,37 @@ def judge(cfg: JudgeConfig, model=None, progress: bool = True) -> dict:
             results[rel[v]] = {"video": rel[v], "prompt": p, "scores": scores, "reasons": reasons,
                                "status": status, "raw": raw, "model": name}
             bar.update()
-        save()
+        if rows is not None:  # a rank appends its results; rank 0 writes the files at the end
+            rows.append([results[rel[v]] for v in todo[b : b + cfg.batch_size] if rel[v] in results])
+        else:
+            save()
     bar.close()
-    save()
-    entries = [results[rel[v]] for v in videos if rel[v] in results]
-    summary = summarize([e for e in entries if e["status"] != "error"], (cfg.scale_min, cfg.scale_max))
-    summary.update(model=name, errors=sum(e["status"] == "error" for e in entries),
-                   files={"json": str(json_path), "csv": str(csv_path)})
-    write_json(summary_path, summary)
-    return summary
+    mine_done = len(todo)
+
+    def merged() -> dict:
+        if sh.sharded or merge:  # this run's ranks' and earlier jobs' rows (errors included)
+            everything: dict[str, dict] = {}
+            if json_path.is_file():
+                try:
+                    everything = {e["video"]: e for e in json.loads(json_path.read_text(encoding="utf-8"))}
+                except (json.JSONDecodeError, TypeError, KeyError):
+                    pass
+            everything.update({e["video"]: e for e in read_parts(parts)})
+            results.clear()
+            results.update({k: e for k, e in everything.items() if e.get("model") == name})
+        save()
+        clear_parts(parts)
+        return _summary()
+
+    def _summary() -> dict:
+        entries = [results[rel[v]] for v in videos if rel[v] in results]
+        summary = summarize([e for e in entries if e["status"] != "error"], (cfg.scale_min, cfg.scale_max))
+        summary.update(model=name, errors=sum(e["status"] == "error" for e in entries),
+                       files={"json": str(json_path), "csv": str(csv_path)})
+        write_json(summary_path, summary)
+        return summary
+
+    return sh.finish(merged, {"rank": sh.rank, "judged": mine_done})
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -251,6 +302,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--prompt-template", help="judge template file (default medvid/prompts/judge.txt)")
     parser.add_argument("--scale", default="1-5", help="score scale MIN-MAX (default 1-5)")
+    add_shard_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -265,7 +317,11 @@ def main(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, prompt_template=args.prompt_template, scale_min=lo, scale_max=hi,
                       num_frames=args.num_frames, max_new_tokens=args.max_new_tokens,
                       trust_remote_code=args.trust_remote_code, device=args.device, dtype=args.dtype)
-    summary = judge(cfg)
+    summary = judge(cfg, shard=args.shard, merge=args.merge)
+    if "criteria" not in summary:  # one --shard job: the files come with --merge
+        print(f"shard {args.shard}: {summary['judged']} video(s) judged; when every shard is done, "
+              "run the same command with --merge instead of --shard")
+        return 0
     print(format_table(summary))
     print(f"{summary['unparsed']} unparsed replies, {summary['errors']} unreadable videos; "
           f"results in {summary['files']['json']}")
