@@ -127,6 +127,21 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path
     return path
 
 
+def complete_rows(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The JSON rows of JSONL bytes up to the first incomplete or unparsable line, and the byte
+    length they span."""
+    rows, good = [], 0
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good += len(line)
+    return rows, good
+
+
 def read_jsonl_repairing(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of an append-only JSONL index; a last line cut short by a crash is dropped from the file.
 
@@ -137,15 +152,7 @@ def read_jsonl_repairing(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     raw = path.read_bytes()
-    rows, good = [], 0
-    for line in raw.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-        good += len(line)
+    rows, good = complete_rows(raw)
     if good != len(raw):
         log.warning("%s: dropping a partly written last line (interrupted run)", path)
         with open(path, "r+b") as fh:

@@ -178,18 +178,12 @@ def add_shard_arguments(parser: argparse.ArgumentParser, merge: bool = True) -> 
 def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of an append-only JSONL file another process may be writing: a torn last line is
     ignored (never truncated, that is its writer's repair to make)."""
+    from medvid.data.manifest import complete_rows
+
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_bytes().splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    return complete_rows(path.read_bytes())[0]
 
 
 class RowLog:

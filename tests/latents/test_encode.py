@@ -5,30 +5,12 @@ import torch
 from safetensors.torch import save_file
 
 from medvid import cli
-from medvid.data import ClipDataset, LatentDataset, prepare
-from medvid.data.synthetic import write_video
-from medvid.latents import tiny_vae
+from medvid.data import ClipDataset, LatentDataset
 from medvid.latents.encode import encode
 
 # One clip per window, one random flip, a fixed image set per clip: the protocol before variants.
 KW = dict(num_frames=4, frame_stride=2, resolution=16, num_images=2, shard_size=2, batch_size=2, progress=False,
           clips_per_video=1, flips="random", image_pool=0)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("enc")
-    src = root / "src"
-    src.mkdir()
-    for i, c in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
-        write_video(src / f"v{i}.mp4", num_frames=12, height=24, width=32, color=c)
-    prepare(src, root / "prep", val_fraction=0.0, progress=False)
-    return root / "prep"
-
-
-@pytest.fixture(scope="module")
-def vae():
-    return tiny_vae(seed=0, num_blocks=3)
 
 
 def test_encode_writes_shards_index_meta_and_latent_dataset_reads_them(prepared, vae, tmp_path):
@@ -144,5 +126,5 @@ def test_encode_follows_the_settings_the_vae_was_trained_with(prepared, vae, tmp
             if k in ("resolution", "frame_stride")} == {"resolution": 16, "frame_stride": 2}
     argv = ["encode", str(prepared), "--vae", str(folder), "--out", str(tmp_path / "x"), "--resolution", "32"]
     assert cli.main(argv) == 2
-    msg = capsys.readouterr().out
+    msg = capsys.readouterr().err
     assert "--resolution 32" in msg and "--resolution 16" in msg

@@ -8,9 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medvid.data import ClipDataset, LatentDataset, prepare
-from medvid.data.synthetic import write_video
-from medvid.latents import tiny_vae
+from medvid.data import ClipDataset, LatentDataset
 from medvid.latents.encode import _noise, encode, pool_frames, window_starts
 
 CLIP = dict(num_frames=4, frame_stride=2, resolution=16)
@@ -39,22 +37,6 @@ def test_window_counts_loops_and_pool_frames():
         window_starts(10, 5, 0)
     assert pool_frames(12, 4) == [(1, False), (4, True), (7, False), (10, True)]
     assert len(pool_frames(3, 16)) <= 6  # no duplicate (frame, flip) pairs
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("variants")
-    src = root / "src"
-    src.mkdir()
-    for i, c in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
-        write_video(src / f"v{i}.mp4", num_frames=12, height=24, width=32, color=c)
-    prepare(src, root / "prep", val_fraction=0.0, progress=False)
-    return root / "prep"
-
-
-@pytest.fixture(scope="module")
-def vae():
-    return tiny_vae(seed=0, num_blocks=3)
 
 
 @pytest.fixture(scope="module")

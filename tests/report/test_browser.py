@@ -1,27 +1,22 @@
 """The report renders in a real browser (headless Chromium): the screenshot shows the metrics
 table and both sets of clips."""
 
-import os
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
-import pytest
 
 from medvid.metrics.evaluate import evaluate
 
 
 def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.environ.get("MEDVID_REQUIRE_BROWSER") == "1":
-        pytest.fail("MEDVID_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install -y chromium)")
-    pytest.skip("headless Chromium is not installed (apt-get install -y chromium); set MEDVID_REQUIRE_BROWSER=1 to require it")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
+    from cdp import find_chromium  # the one lookup the browser tests share
+
+    return find_chromium()
 
 
-@pytest.mark.browser
 def test_report_renders_in_chromium(run_and_folders, tmp_path):
     from PIL import Image
 
