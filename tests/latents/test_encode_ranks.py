@@ -12,7 +12,7 @@ from medvid.data.datasets import read_index
 from medvid.latents.encode import encode
 from medvid.utils.sharding import spawn_local
 
-from .test_encode import KW, prepared, vae  # noqa: F401  (module fixtures)
+from .test_encode import KW
 
 # two windows per video, both flips, an image pool: every kind of row and tensor the cache holds
 KW = {**KW, "batch_size": 1, "clips_per_video": 2, "flips": "both", "image_pool": 2}
