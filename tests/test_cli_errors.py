@@ -115,7 +115,7 @@ CASES = [
                                              "--num-frames", "17", "--resume", "auto"], ["num_frames"]),
     ("train-vae bad frame count", ["train-vae", "{t}/manifest.jsonl", "--out", "{t}/v", "--vae", "tiny", "--num-frames",
                                    "5"], ["--num-frames 5"]),
-    ("train-vae missing manifest", ["train-vae", "{t}/gone", "--out", "{t}/v", "--vae", "tiny"], ["{t}/gone"]),
+    ("train-vae missing manifest", ["train-vae", "{t}/gone", "--out", "{t}/v", "--vae", "tiny", "--trainable", "base"], ["{t}/gone"]),
     ("train-wan into a run without --resume", ["train-wan", "--config", "{wan}", "--out", "{wan_run}"],
      ["{wan_run}", "--resume"]),
     ("train-wan --resume with another rank", ["train-wan", "--config", "{wan}", "--out", "{wan_run}", "--resume", "auto",

@@ -8,6 +8,7 @@ every checkpoint. Under ``torchrun --nproc_per_node N -m medvid train ...`` the 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 from medvid.config import load_config
@@ -50,6 +51,10 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config, list(getattr(args, "overrides", []) or []))
     check_config(cfg, args.config)
     check_feature_recipe(cfg.align)  # the trainer checks again and records an allowed mismatch
+    if cfg.data.source == "latents" and Path(cfg.data.latent_dir).is_dir():
+        from medvid.training.builders import follow_latents
+
+        follow_latents(cfg.data)  # compare with the stored config as the trainer will resolve it
     resume = guard_run_folder(args.out, args.resume, to_dict(cfg), run_length_keys=RUN_LENGTH_KEYS,
                               config_class=TrainConfig)
     try:
