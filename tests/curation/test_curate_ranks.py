@@ -3,7 +3,6 @@ same clips, manifest and removals as one process."""
 
 import json
 
-import pytest
 
 from medvid.curation import curate as C
 from medvid.utils.sharding import spawn_local
