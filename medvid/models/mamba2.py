@@ -74,7 +74,14 @@ class _IntraChunk(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
-        Cc, Bc, dA, X = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        # Under autocast the forward's matmuls ran in a lower precision than the saved inputs; the
+        # backward (run without autocast) works in one promoted dtype and returns each input's own.
+        dtype = gy.dtype
+        for t in saved:
+            dtype = torch.promote_types(dtype, t.dtype)
+        Cc, Bc, dA, X = (t.to(dtype) for t in saved)
+        gy = gy.to(dtype)
         CB, L = Cc @ Bc.transpose(-1, -2), _segsum_exp(dA)  # (..., 1, T, T), (..., r, T, T)
         M = CB * L
         gM = gy @ X.transpose(-1, -2)  # (..., r, T, T)
@@ -83,7 +90,8 @@ class _IntraChunk(torch.autograd.Function):
         gS = gM.mul_(M)  # d/d(segment sum) = gM ∘ CB ∘ L; zero above the diagonal where L is
         g_cs = gS.sum(-1) - gS.sum(-2)  # segment sum_ij = cs_i - cs_j
         g_dA = g_cs.flip(-1).cumsum(-1).flip(-1)  # cs = cumsum(dA)
-        return gCB @ Bc, gCB.transpose(-1, -2) @ Cc, g_dA, gX
+        grads = (gCB @ Bc, gCB.transpose(-1, -2) @ Cc, g_dA, gX)
+        return tuple(g.to(t.dtype) for g, t in zip(grads, saved))
 
 
 def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
