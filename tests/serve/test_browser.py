@@ -9,7 +9,7 @@ from .cdp import Browser
 from .conftest import Server
 
 STEPS = 6  # denoising steps of the short test videos (guidance 1: one forward pass per step)
-LONG = 250  # steps of the videos that are watched half-way, then cancelled
+LONG = 1000  # steps of the videos that are watched half-way, then cancelled (long enough to still run)
 
 
 def job_status(b, job_id):
@@ -46,7 +46,7 @@ def cancel(b, job_id):
 @pytest.mark.browser
 def test_prompt_queue_gallery_restart_in_chromium(text_checkpoint, tmp_path):
     gallery = tmp_path / "gallery"
-    args = ("--checkpoint", str(text_checkpoint), "--out", str(gallery))
+    args = ("--checkpoint", str(text_checkpoint), "--out", str(gallery), "--max-steps", "1000")
     server = Server(*args, log=tmp_path / "serve-1.log")
     try:
         with Browser(tmp_path) as b:
@@ -61,7 +61,7 @@ def test_prompt_queue_gallery_restart_in_chromium(text_checkpoint, tmp_path):
             b.js("document.getElementById('prompt').value = 'echocardiogram'; document.getElementById('steps').value = '5000';"
                  "document.getElementById('generate').click(); true")
             msg = b.wait_for("!document.getElementById('form-error').hidden && document.getElementById('form-error').textContent")
-            assert "Steps" in msg and "250" in msg and "Traceback" not in msg
+            assert "Steps" in msg and "1000" in msg and "Traceback" not in msg
             assert b.js("document.getElementById('steps').classList.contains('invalid')")
             b.js("document.getElementById('prompt').value = '   '; document.getElementById('steps').value = '5';"
                  "document.getElementById('generate').click(); true")
