@@ -20,6 +20,7 @@ the table shows is the result.
 
     python benchmarks/quality.py                       # 3 seeds, 150 s per arm: ~50 min on 2 idle cores
     python benchmarks/quality.py --seeds 1 --seconds 30 --quick   # the script's own smoke test
+    python benchmarks/quality.py --curve 300,600,1200   # then: the first arm trained on, scored at each budget
 Writes benchmarks/results/quality.json and quality.md.
 """
 
@@ -127,6 +128,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--curve", default="", help="training seconds (cumulative, comma-separated) at which a copy of the "
+                                                "first arm's seed-0 run is trained on and scored: what more minutes buy")
     args = ap.parse_args(argv)
 
     import torch
@@ -171,13 +174,41 @@ def main(argv=None) -> int:
                 row["train"][seed] = info
                 print(f"{arm_name}: {label} seed {seed}: " + ", ".join(
                     f"{k}={v:.2f}" for k, v in row["seeds"][seed].items() if not k.endswith("_ci")), flush=True)
+    curve = []
+    if args.curve:
+        import shutil
+
+        from medvid.training.trainer import train
+
+        arm_name, arm = next(iter(ARMS.items()))
+        src = work / "runs" / arm_name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "") / "seed0"
+        run = work / "curve"
+        if not run.exists():
+            shutil.copytree(src, run, ignore=shutil.ignore_patterns("samples", "tb"))
+        info = json.loads((src / "trained.json").read_text())
+        per_step = info["train_seconds"] / info["steps"]  # the arm's own pace, so the curve's budgets are comparable
+        point = {"seconds": args.seconds, "steps": info["steps"], **rows[f"{arm_name}: DDIM-50"]["seeds"][0]}
+        curve.append(point)
+        for budget in [float(b) for b in args.curve.split(",") if b]:
+            steps = int(budget / per_step)
+            t0 = time.perf_counter()
+            train(arm_config(cfg, shared, arm[0], arm[1], arm[2], 0, steps), run, resume="auto")
+            sdir = run / "samples" / f"step{steps}"
+            if not (sdir / "samples.json").is_file():
+                sample_videos(run, cfg.sample_num, sdir, seed=100, sampler="ddim", steps=50, batch_size=4,
+                              device="cpu", fps=10.0)
+            point = {"seconds": budget, "steps": steps, "wall_seconds_now": round(time.perf_counter() - t0, 1),
+                     **score(real, sdir, cfg, cache)}
+            curve.append(point)
+            print(f"curve: {budget:.0f} s ({steps} steps): fd_effnet_clip={point['fd_effnet_clip']:.1f} "
+                  f"motion={point['motion']:.2f}", flush=True)
     for row in rows.values():
         row["summary"] = {m: seed_stats([s[m] for s in row["seeds"].values()]) for m in METRICS}
     real_motion = float(np.mean([s["real_motion"] for r in rows.values() for s in r["seeds"].values()]))
     result = {"settings": {"seeds": args.seeds, "seconds_per_arm": args.seconds, "demo_minutes": args.minutes,
                            "quick": args.quick, "threads": args.threads, "real_clips": cfg.real_clips,
                            "vae": {k: shared["vae"][k] for k in ("base_steps", "fc_steps")}},
-              "real_heldout_motion": real_motion, "rows": rows,
+              "real_heldout_motion": real_motion, "rows": rows, "curve": curve,
               "total_seconds": round(time.perf_counter() - t_start, 1)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps(result, indent=1, default=str))
@@ -194,6 +225,10 @@ def main(argv=None) -> int:
         steps_s = "/".join(str(v["steps"]) for v in st.values()) if st else "–"
         lines.append(f"| {name} | {cell(s['fd_effnet_clip'])} | {cell(s['fd_effnet_frame'])} | "
                      f"{s['motion']['mean']:.2f} | {s['motion']['mean'] / real_motion:.2f} | {steps_s} |")
+    if curve:
+        lines += ["", "Quality against training time (first arm, seed 0, DDIM-50):", "",
+                  "| training seconds | steps | fd_effnet_clip | motion |", "| --- | --- | --- | --- |"]
+        lines += [f"| {p['seconds']:.0f} | {p['steps']} | {p['fd_effnet_clip']:.1f} | {p['motion']:.2f} |" for p in curve]
     table = "\n".join(lines)
     (out / "quality.md").write_text(table + "\n")
     print(table)
