@@ -77,6 +77,11 @@ def arm_config(cfg, shared: dict, model: str, align: bool, prediction: str, seed
     return tc
 
 
+def arm_dir(work: Path, arm_name: str, seed: int) -> Path:
+    """The run folder of one arm and seed (the arm's name without spaces and punctuation)."""
+    return work / "runs" / arm_name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "") / f"seed{seed}"
+
+
 def train_arm(cfg, shared: dict, run: Path, arm: tuple, seed: int, seconds: float) -> dict:
     """Train one arm for ``seconds`` (steps from a timed 5-step probe); resumable."""
     from medvid.training.trainer import train
@@ -134,7 +139,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from medvid.demo.pipeline import DemoConfig, _real_clips, vae_round_trip
+    from medvid.demo.pipeline import DemoConfig, _real_clips
+    from medvid.metrics.real_clips import vae_round_trip
     from medvid.sampling.generate import sample_videos
 
     torch.set_num_threads(args.threads)
@@ -153,15 +159,15 @@ def main(argv=None) -> int:
         "training clips (upper reference)": _real_clips(cfg, shared["prepared"], "train", ev / "ref_train", cfg.real_clips),
         "training clips + noise 0.3 (baseline)": _real_clips(cfg, shared["prepared"], "train", ev / "ref_noisy",
                                                              cfg.real_clips, noise=0.3),
-        "held-out through the compensated VAE": vae_round_trip(shared["vae"]["vae_folder"], real, ev / "rt_fc"),
-        "held-out through the base VAE": vae_round_trip(shared["vae"]["base_folder"], real, ev / "rt_base"),
+        "held-out through the compensated VAE": vae_round_trip(real, shared["vae"]["vae_folder"], ev / "rt_fc"),
+        "held-out through the base VAE": vae_round_trip(real, shared["vae"]["base_folder"], ev / "rt_base"),
     }
     cache = work / "feature_cache"
     rows: dict[str, dict] = {name: {"seeds": {0: score(real, d, cfg, cache)}} for name, d in refs.items()}
     steps = {"ddim": 2, "ddpm": 2, "dpm++": 2} if args.quick else None
     for seed in range(args.seeds):  # seed-major: a change of machine load spreads over the arms
         for arm_name, arm in ARMS.items():
-            run = work / "runs" / arm_name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "") / f"seed{seed}"
+            run = arm_dir(work, arm_name, seed)
             info = train_arm(cfg, shared, run, arm, seed, args.seconds)
             for label, sampler, n, clip in arm[3]:
                 row = rows.setdefault(f"{arm_name}: {label}", {"seeds": {}, "train": {}})
@@ -181,7 +187,7 @@ def main(argv=None) -> int:
         from medvid.training.trainer import train
 
         arm_name, arm = next(iter(ARMS.items()))
-        src = work / "runs" / arm_name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "") / "seed0"
+        src = arm_dir(work, arm_name, 0)
         run = work / "curve"
         if not run.exists():
             shutil.copytree(src, run, ignore=shutil.ignore_patterns("samples", "tb"))

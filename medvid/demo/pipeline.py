@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from medvid.demo.source import SourceError, prepare_source
 from medvid.demo.stages import StageRunner
@@ -251,24 +250,9 @@ def _real_clips(cfg: DemoConfig, prepared: str, split: str, out_dir: Path, n: in
     return out_dir
 
 
-@torch.no_grad()
-def vae_round_trip(vae_folder: str | Path, real_dir: Path, out_dir: Path) -> Path:
-    """Every npz clip of ``real_dir`` encoded (posterior mean) and decoded by the VAE, as npz clips:
-    the best any generator on these latents can do, so its row says which stage limits quality."""
-    from medvid.latents.vae import load_vae
-    from medvid.utils.video import save_npz, to_uint8
-
-    vae = load_vae(vae_folder)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for p in sorted(real_dir.glob("*.npz")):
-        frames = np.load(p)["frames"]  # (T, H, W, 3) uint8
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1)[None]  # (1, T, 3, H, W)
-        save_npz(to_uint8(vae.decode(vae.encode(x))[0].float().clamp(-1, 1)), out_dir / p.name)
-    return out_dir
-
-
 def stage_evaluate(cfg: DemoConfig, out: Path, prepared: str, samples: str, vae_folder: str | None = None) -> dict[str, Any]:
     from medvid.metrics.evaluate import evaluate
+    from medvid.metrics.real_clips import vae_round_trip
 
     ev_dir = out / "eval"
     real = _real_clips(cfg, prepared, "val", ev_dir / "real_heldout", cfg.real_clips)
@@ -278,7 +262,7 @@ def stage_evaluate(cfg: DemoConfig, out: Path, prepared: str, samples: str, vae_
             cfg, prepared, "train", ev_dir / "ref_train_noisy", cfg.real_clips, noise=0.3),
     }
     if vae_folder is not None:
-        refs["held-out clips through the VAE (the ceiling)"] = vae_round_trip(vae_folder, real, ev_dir / "vae_round_trip")
+        refs["held-out clips through the VAE (the ceiling)"] = vae_round_trip(real, vae_folder, ev_dir / "vae_round_trip")
     metrics = ["fd_effnet_frame", "fd_effnet_clip", "motion", "dynamic_degree"]
     kw = dict(num_clips=cfg.real_clips, clip_length=cfg.num_frames, bootstrap=100, seed=cfg.seed,
               cache_dir=out / "eval" / "cache", effnet_resolution=224, fps=10.0)

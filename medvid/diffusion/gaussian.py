@@ -177,18 +177,17 @@ class GaussianDiffusion:
         ``clip``: clamp x_0 to [-clip, clip] and re-derive eps from the clamped x_0 (diffusers'
         ``clip_sample`` with ``use_clipped_model_output``), so every sampler step stays consistent
         with an x_0 inside the data's range."""
+        a = self._gather(self.sqrt_alphas_cumprod, t, x_t)
+        s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t)
         if self.prediction == "eps":
             eps = pred
             x0 = self.predict_x0_from_eps(x_t, t, pred)
         else:
-            a = self._gather(self.sqrt_alphas_cumprod, t, x_t)
-            s = self._gather(self.sqrt_one_minus_alphas_cumprod, t, x_t)
             x0 = a * x_t - s * pred
             eps = a * pred + s * x_t
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
-            eps = (x_t - self._gather(self.sqrt_alphas_cumprod, t, x_t) * x0) / self._gather(
-                self.sqrt_one_minus_alphas_cumprod, t, x_t)
+            eps = (x_t - a * x0) / s
         return eps, x0
 
     def p_mean_variance(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
