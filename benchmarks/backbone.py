@@ -39,6 +39,27 @@ sys.path.insert(0, str(ROOT))
 SHAPES = {"quick": [(16, 128), (16, 256), (32, 256)], "full": [(16, 128), (16, 256), (32, 256), (16, 512)]}
 MODELS = {"quick": ["medsora-s", "stdit-s"], "full": ["medsora-s", "medsora-b", "stdit-s", "stdit-b"]}
 LENGTHS = {"quick": [48, 256, 1024, 4096], "full": [48, 128, 256, 512, 1024, 2048, 4096]}
+# The training step's host settings, as medvid's trainer has them unless a flag asks for the defaults.
+HOST = {"system_malloc": False, "optimizer_loop": False}
+
+
+def configure_host(system_malloc: bool = False, optimizer_loop: bool = False) -> dict:
+    """Set this process up as ``medvid train`` on a CPU does (malloc keeps freed memory, fused AdamW), or
+    with glibc's and torch.optim's defaults; returns what is in effect."""
+    from medvid.utils.host import reuse_freed_memory
+
+    HOST.update(system_malloc=system_malloc, optimizer_loop=optimizer_loop)
+    reused = False if system_malloc else reuse_freed_memory()
+    return dict(malloc="keeps freed memory" if reused else "system default",
+                optimizer="AdamW per-tensor loop" if optimizer_loop else "AdamW fused")
+
+
+def make_optimizer(model):
+    """AdamW as the trainer builds it: the fused kernel (``HOST['optimizer_loop']``: the per-tensor loop)."""
+    from medvid.utils.host import fused_optimizer_ok
+
+    fused = not HOST["optimizer_loop"] and fused_optimizer_ok(model)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, fused=fused)
 
 
 def latent_shape(frames: int, res: int) -> tuple[int, int]:
@@ -51,7 +72,7 @@ def _build(name, frames, res, batch):
     torch.manual_seed(0)
     f, h = latent_shape(frames, res)
     model = create_model(name, input_size=h, attn_dropout=0.0)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    opt = make_optimizer(model)
     x = torch.randn(batch, f, model.in_channels, h, h)
     t = torch.randint(0, 1000, (batch,))
     target = torch.randn(batch, f, model.out_channels, h, h)
@@ -228,11 +249,17 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="timed training steps per point (median)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--skip-mixer", action="store_true")
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="glibc's default malloc (large tensors page-faulted anew each step) instead of the trainer's")
+    ap.add_argument("--optimizer-loop", action="store_true",
+                    help="torch.optim's per-tensor AdamW loop instead of the trainer's fused kernel")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backbone.json"))
     args = ap.parse_args(argv)
     mode = "full" if args.full else "quick"
 
-    print(f"backbones ({mode}, batch {args.batch}, {args.threads} threads, median of {args.reps} steps)", flush=True)
+    host = configure_host(args.system_malloc, args.optimizer_loop)
+    print(f"backbones ({mode}, batch {args.batch}, {args.threads} threads, median of {args.reps} steps; "
+          f"malloc: {host['malloc']}, {host['optimizer']})", flush=True)
     torch.set_num_threads(args.threads)
     rows = []
     for frames, res in SHAPES[mode]:
@@ -268,7 +295,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(mode=mode, batch=args.batch, threads=args.threads, torch=torch.__version__,
+    out.write_text(json.dumps(dict(mode=mode, batch=args.batch, threads=args.threads, torch=torch.__version__, host=host,
                                    machine=platform.processor() or platform.machine(), backbones=rows, flops_per_token=scan,
                                    mixer=mixer), indent=2))
     print(f"\nwrote {out}")

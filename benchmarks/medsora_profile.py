@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backbone import _flops_and_memory  # noqa: E402  (the same memory estimate as backbone.py)
+from backbone import _flops_and_memory, configure_host, make_optimizer  # noqa: E402  (as backbone.py)
 
 DEMO = dict(depth=4, hidden_size=96, input_size=16, in_channels=4, d_state=16, headdim=48)
 DEMO_ST = dict(depth=4, hidden_size=96, input_size=16, in_channels=4, headdim=48)
@@ -63,7 +63,7 @@ def build(models, name, shape, overrides=None):
     over = (med if name.startswith("medsora") else st) if overrides is None else overrides
     torch.manual_seed(0)
     model = models.create_model(name, **({"input_size": h} | over), attn_dropout=0.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = make_optimizer(model)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, f, model.in_channels, h, h, generator=g)
     t = torch.randint(0, 1000, (batch,), generator=g)
@@ -200,12 +200,16 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-at", metavar="REF", help="profile the models package at this git revision")
     ap.add_argument("--against", metavar="REF", nargs="+", help="git revisions to time against, interleaved")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--system-malloc", action="store_true", help="glibc's default malloc (see backbone.py)")
+    ap.add_argument("--optimizer-loop", action="store_true", help="per-tensor AdamW loop (see backbone.py)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "medsora_profile.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    host = configure_host(args.system_malloc, args.optimizer_loop)
+    print(f"malloc: {host['malloc']}, {host['optimizer']}", flush=True)
     import medvid.models as now
 
-    result = dict(threads=args.threads, torch=torch.__version__, profiles=[], interleaved=[])
+    result = dict(threads=args.threads, torch=torch.__version__, host=host, profiles=[], interleaved=[])
     if not args.no_profile:
         with tempfile.TemporaryDirectory() as tmp:
             pkg = load_models_at(args.profile_at, Path(tmp)) if args.profile_at else now

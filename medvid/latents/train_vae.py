@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from medvid.utils.host import fused_optimizer_ok, reuse_freed_memory
 from medvid.utils.logging import get_logger
 
 log = get_logger("train_vae")
@@ -167,7 +168,9 @@ def train_vae(
     if trainable in ("base", "both"):
         model.base.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+    if torch.device(device).type == "cpu":
+        reuse_freed_memory()  # the VAE's activations are tens of MB: not page-faulted anew every step
+    opt = torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=fused_optimizer_ok(model))
     perceptual = PerceptualLoss(lpips_weights)
 
     ds = ClipDataset(str(source), split="train", num_frames=num_frames, frame_stride=frame_stride,

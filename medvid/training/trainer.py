@@ -44,6 +44,7 @@ from medvid.training.config import TrainConfig
 from medvid.training.distributed import DistInfo, cleanup, init_distributed, max_across, sum_across
 from medvid.training.ema import EMA
 from medvid.utils.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from medvid.utils.host import fused_optimizer_ok, reuse_freed_memory
 from medvid.utils.logging import LOGGER_NAME, get_logger, setup_logging
 
 log = get_logger("train")
@@ -57,6 +58,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: str | Path, info: DistInfo):
         self.cfg, self.info, self.out = cfg, info, Path(out_dir)
         self.device = info.device
+        if self.device.type == "cpu":
+            reuse_freed_memory()  # large tensors are not page-faulted anew every step (medvid.utils.host)
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         root_logger = logging.getLogger(LOGGER_NAME)
@@ -102,7 +105,7 @@ class Trainer:
         self.ema = EMA(model, cfg.optim.ema_decay, cfg.optim.ema_warmup) if info.is_main else None
         oc = cfg.optim
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=oc.phases[0].lr, betas=tuple(oc.betas),
-                                           weight_decay=oc.weight_decay)
+                                           weight_decay=oc.weight_decay, fused=fused_optimizer_ok(model))
         self.ddp = None
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
