@@ -49,28 +49,63 @@ def ssd_scan_ref(x, dt, A, B, C, D=None, initial_states=None, return_final_state
     return (y, state) if return_final_states else y
 
 
-def _segsum_exp(a: torch.Tensor) -> torch.Tensor:
-    """exp(sum_{j<k<=i} a_k) for i >= j, 0 above the diagonal. a: (..., T) -> (..., T, T)."""
-    T = a.shape[-1]
-    cs = torch.cumsum(a, dim=-1)
-    diff = cs[..., :, None] - cs[..., None, :]  # (..., T_i, T_j)
-    keep = torch.ones(T, T, dtype=torch.bool, device=a.device).tril()
+# Largest spread of the decay's cumulative sum within a chunk for which a head's diagonal blocks are
+# computed in factored form: exp(cs_i - cs_j) = exp(cs_i - m) exp(m - cs_j), m the middle of the
+# chunk's range, so every factor lies within exp(+-limit/2): no overflow or underflow, and the products
+# are as accurate as exp of the difference (both round the exponent to ulp(|cs|)). Heads beyond it
+# (fast decay over a long chunk) use the (T x T) decay matrices.
+FACTORED_RANGE = {torch.float32: 120.0, torch.float64: 1200.0}
+
+
+def _decay_matrix(cs: torch.Tensor) -> torch.Tensor:
+    """L_ij = exp(cs_i - cs_j) for i >= j, 0 above the diagonal. cs: (..., T) -> (..., T, T)."""
+    T = cs.shape[-1]
+    diff = cs[..., :, None] - cs[..., None, :]
+    keep = torch.ones(T, T, dtype=torch.bool, device=cs.device).tril()
     return torch.exp(diff.masked_fill_(~keep, -math.inf))  # diff is ours: filled in place
 
 
-class _IntraChunk(torch.autograd.Function):
-    """The diagonal blocks of SSD: y = (C Bᵀ ∘ L) X per chunk, L_ij = exp(cumsum(dA)_i - cumsum(dA)_j) for
-    i >= j. Keeps only its inputs for the backward and recomputes C Bᵀ and L there: autograd would keep
-    two (T x T) matrices per head and chunk, the largest tensors of a training step at T = 128.
+class _DiagonalBlocks(torch.autograd.Function):
+    """The diagonal blocks of SSD: y_i = sum_{j<=i} (C_i·B_j) exp(cs_i - cs_j) dt_j X_j per chunk and head,
+    cs = cumsum(dt A) within the chunk.
 
-    Cc, Bc: (..., 1, T, n) (shared by the r heads of a group), dA: (..., r, T), X: (..., r, T, p).
+    Most heads: the decay is factored out of the (T x T) matrix, y = a ∘ (tril(C Bᵀ) (dt b ∘ X)) with
+    a_i = exp(cs_i - m), b_j = exp(m - cs_j). tril(C Bᵀ) is shared by the r heads of a group, so all
+    their diagonal blocks are one matmul of a (T x T) matrix with (T x r*p) columns, and no per-head
+    (T x T) decay matrix is formed (its exp, mask and product were most of a CPU training step's
+    elementwise time). Heads whose spread exceeds ``FACTORED_RANGE`` get a = b = 0 there and are
+    computed apart with their (T x T) decay matrices. dt enters with b, so dt X is never formed; X
+    may be a strided view (of the convolution's output). Keeps only its inputs for the backward.
+
+    C, B: (..., T, n) per group, cs: (..., r, T), X: (..., T, r, p), dt: (..., T, r) -> y (..., T, r, p).
     """
 
     @staticmethod
-    def forward(ctx, Cc, Bc, dA, X):
-        X = X.contiguous()  # a contiguous copy now instead of one in every matmul (forward and backward)
-        ctx.save_for_backward(Cc, Bc, dA, X)
-        return ((Cc @ Bc.transpose(-1, -2)) * _segsum_exp(dA)) @ X
+    def _factors(cs, full):
+        """a, b: (..., T, r, 1); zero for the heads in ``full`` (their exponents may overflow)."""
+        e = cs - (cs.amax(-1, keepdim=True) + cs.amin(-1, keepdim=True)) * 0.5
+        if full is None:
+            a, b = e.exp(), e.neg().exp_()
+        else:
+            skip = torch.zeros(cs.shape[-2], 1, dtype=torch.bool, device=cs.device).index_fill_(0, full, True)
+            a, b = e.masked_fill(skip, -math.inf).exp_(), e.neg().masked_fill_(skip, -math.inf).exp_()
+        return a.transpose(-1, -2).unsqueeze(-1), b.transpose(-1, -2).unsqueeze(-1)
+
+    @staticmethod
+    def forward(ctx, C, B, cs, X, dt):
+        spread = (cs.amax(-1) - cs.amin(-1)).flatten(0, -2).amax(0)  # (r,): each head's widest chunk
+        full = (~(spread <= FACTORED_RANGE.get(cs.dtype, 0.0))).nonzero().squeeze(1)  # NaN: full too
+        full = full if len(full) else None  # one host sync: the choice decides the shapes below
+        a, b = _DiagonalBlocks._factors(cs, full)
+        M = (C @ B.transpose(-1, -2)).tril_()  # (..., T, T)
+        y = (M @ (X * (dt.unsqueeze(-1) * b)).flatten(-2)).view(X.shape).mul_(a)
+        if full is not None:
+            Xu = (X * dt.unsqueeze(-1)).index_select(-2, full).transpose(-2, -3)  # (..., u, T, p)
+            yu = (M.unsqueeze(-3) * _decay_matrix(cs.index_select(-2, full))) @ Xu
+            y.index_copy_(-2, full, yu.transpose(-2, -3))
+        ctx.save_for_backward(C, B, cs, X, dt)
+        ctx.full = full
+        return y
 
     @staticmethod
     def backward(ctx, gy):
@@ -80,17 +115,36 @@ class _IntraChunk(torch.autograd.Function):
         dtype = gy.dtype
         for t in saved:
             dtype = torch.promote_types(dtype, t.dtype)
-        Cc, Bc, dA, X = (t.to(dtype) for t in saved)
-        gy = gy.to(dtype)
-        CB, L = Cc @ Bc.transpose(-1, -2), _segsum_exp(dA)  # (..., 1, T, T), (..., r, T, T)
-        M = CB * L
-        gM = gy @ X.transpose(-1, -2)  # (..., r, T, T)
-        gX = M.transpose(-1, -2) @ gy
-        gCB = (gM * L).sum(-3, keepdim=True)  # CB is broadcast over the r heads
-        gS = gM.mul_(M)  # d/d(segment sum) = gM ∘ CB ∘ L; zero above the diagonal where L is
-        g_cs = gS.sum(-1) - gS.sum(-2)  # segment sum_ij = cs_i - cs_j
-        g_dA = g_cs.flip(-1).cumsum(-1).flip(-1)  # cs = cumsum(dA)
-        grads = (gCB @ Bc, gCB.transpose(-1, -2) @ Cc, g_dA, gX)
+        C, B, cs, X, dt = (t.to(dtype) for t in saved)
+        gy, full = gy.to(dtype), ctx.full
+        a, b = _DiagonalBlocks._factors(cs, full)
+        M = (C @ B.transpose(-1, -2)).tril_()
+        w = dt.unsqueeze(-1) * b  # (..., T, r, 1)
+        xs = (X * w).flatten(-2)  # (..., T, r*p)
+        gp = (gy * a).flatten(-2)  # the gradient of M xs
+        p = M @ xs  # recomputed: keeping it would hold another (T x r*p) per chunk through the step
+        g_a = (gp * p).unflatten(-1, X.shape[-2:]).sum(-1)  # (..., T, r): through a (da/dcs = a)
+        gxs = (M.transpose(-1, -2) @ gp).view(X.shape)
+        q = (gxs * X).sum(-1)  # d/d(dt b), per token and head
+        g_dt = q * b.squeeze(-1)
+        g_cs = (g_a - g_dt * dt).transpose(-1, -2).contiguous()  # through b (db/dcs = -b), (..., r, T)
+        gX = gxs.mul_(w)
+        gM = gp @ xs.transpose(-1, -2)  # (..., T, T)
+        if full is not None:
+            L = _decay_matrix(cs.index_select(-2, full))  # (..., u, T, T)
+            Mf = M.unsqueeze(-3) * L
+            Xu = X.index_select(-2, full).transpose(-2, -3)  # (..., u, T, p)
+            dtu = dt.index_select(-1, full).transpose(-1, -2).unsqueeze(-1)  # (..., u, T, 1)
+            gyu = gy.index_select(-2, full).transpose(-2, -3)
+            gMf = gyu @ (Xu * dtu).transpose(-1, -2)
+            gXdt = Mf.transpose(-1, -2) @ gyu  # (..., u, T, p): the gradient of dt X
+            gX.index_copy_(-2, full, (gXdt * dtu).transpose(-2, -3))
+            g_dt.index_copy_(-1, full, (gXdt * Xu).sum(-1).transpose(-1, -2))
+            gM += (gMf * L).sum(-3)
+            gS = gMf.mul_(Mf)  # d/d(cs_i - cs_j); zero above the diagonal, where Mf is
+            g_cs.index_copy_(-2, full, gS.sum(-1) - gS.sum(-2))
+        gM.tril_()
+        grads = (gM @ B, gM.transpose(-1, -2) @ C, g_cs, gX, g_dt)
         return tuple(g.to(t.dtype) for g, t in zip(grads, saved))
 
 
@@ -99,21 +153,21 @@ def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
     b, l, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     c, r = l // T, h // g
-    xdt = (x * dt[..., None]).view(b, c, T, g, r, p)  # token-major
     dA = (dt * A).view(b, c, T, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, T)
     Bc = B.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
     Cc = C.view(b, c, T, g, n).transpose(2, 3).unsqueeze(3)  # (b, c, g, 1, T, n)
     A_cs = torch.cumsum(dA, dim=-1)  # (b, c, g, r, T)
 
-    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j, head-major so
-    # that it is one batched matmul; C·Bᵀ is contracted over n once per group.
-    y = _IntraChunk.apply(Cc, Bc, dA, xdt.permute(0, 1, 3, 4, 2, 5))  # (b, c, g, r, T, p)
-    y = y.permute(0, 1, 4, 2, 3, 5)  # (b, c, T, g, r, p)
+    # 1. Diagonal blocks: y = (C Bᵀ ∘ L) (dt x), L_ij = exp(A_cs_i - A_cs_j) for i >= j; C·Bᵀ is contracted
+    # over n once per group and, with the decay factored out, multiplies all r heads at once.
+    y = _DiagonalBlocks.apply(Cc.squeeze(3), Bc.squeeze(3), A_cs, x.view(b, c, T, g, r, p).transpose(2, 3),
+                              dt.view(b, c, T, g, r).transpose(2, 3)).transpose(2, 3)  # (b, c, T, g, r, p)
 
     # 2.-4. Off-diagonal blocks: chunk states, state passing across chunks, state -> output. The states
     # are kept as (n, r*p) per group, so the r heads of a group share one matmul with B and one with C
     # (with (p, n) per head, B and C would be copied r times to broadcast over the heads).
     if c > 1 or initial_states is not None or need_final:
+        xdt = (x * dt[..., None]).view(b, c, T, g, r, p)  # token-major
         decay_to_end = torch.exp(A_cs[..., -1:] - A_cs).permute(0, 1, 4, 2, 3)[..., None]  # (b, c, T, g, r, 1)
         xs = (xdt * decay_to_end).transpose(2, 3).reshape(b, c, g, T, r * p)
         states = Bc.squeeze(3).transpose(-1, -2) @ xs  # (b, c, g, n, r*p)

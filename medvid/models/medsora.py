@@ -52,6 +52,16 @@ class GatedFusion(nn.Module):
         return torch.sigmoid(self.gate_F1(yw)) * yw + torch.sigmoid(self.gate_F2(yh)) * yh
 
 
+def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x.index_select(1, index) for x (B, M, E), as one gather of rows of the (B*M, E) matrix (a gather
+    along dim 0 is several times faster on the CPU than along dim 1, even for B = 1)."""
+    b, m, e = x.shape
+    flat = x.reshape(b * m, e)
+    if b > 1:
+        index = (index + torch.arange(0, b * m, m, device=index.device)[:, None]).reshape(-1)
+    return flat.index_select(0, index).view(b, -1, e)
+
+
 class _Gather(torch.autograd.Function):
     """x.index_select(1, index) whose backward is a gather too: ``back`` is the inverse permutation and
     the ``fold`` copies of every row are summed (index_select's own backward zero-fills and scatters)."""
@@ -60,12 +70,12 @@ class _Gather(torch.autograd.Function):
     def forward(ctx, x, index, back, fold):
         ctx.save_for_backward(back)
         ctx.fold = fold
-        return x.index_select(1, index)
+        return _rows(x, index)
 
     @staticmethod
     def backward(ctx, g):
         (back,) = ctx.saved_tensors
-        gx = g.index_select(1, back)  # (B, fold * M, .)
+        gx = _rows(g, back)  # (B, fold * M, .)
         if ctx.fold > 1:
             gx = gx.view(g.shape[0], ctx.fold, -1, g.shape[-1]).sum(1)
         return gx, None, None, None

@@ -186,3 +186,38 @@ def test_gated_rmsnorm_forward_and_backward_equal_autograd_of_the_formula(group_
     g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     for a, r in zip(torch.autograd.grad(out, (y, z, w), g), torch.autograd.grad(ref, (y, z, w), g)):
         assert torch.allclose(a, r, atol=1e-12)
+
+
+@pytest.mark.parametrize("limit", [0.0, 4.0, float("inf")])  # every head full, mixed, every head factored
+def test_diagonal_blocks_factored_and_full_agree(limit, monkeypatch):
+    import medvid.models.mamba2 as mm
+
+    monkeypatch.setitem(mm.FACTORED_RANGE, torch.float64, limit)
+    a = {k: v.requires_grad_() for k, v in _inputs(l=23).items()}
+    with torch.no_grad():
+        a["dt"][..., 1] *= 6  # head 1 decays fast: its spread exceeds 4 while the others stay under it
+    spread = (torch.cumsum(a["dt"] * a["A"], 1).amax(1) - torch.cumsum(a["dt"] * a["A"], 1).amin(1)).amax(0)
+    assert limit != 4.0 or bool((spread > limit).any() and (spread <= limit).any())
+    w = torch.randn(a["x"].shape, dtype=torch.float64)
+    names = ["x", "dt", "A", "B", "C", "D", "initial_states"]
+    y_ref, _ = _recurrence(*[a[k] for k in names])
+    g_ref = torch.autograd.grad((y_ref * w).sum(), [a[k] for k in names])
+    y = ssd_chunk_scan(a["x"], a["dt"], a["A"], a["B"], a["C"], 16, D=a["D"], initial_states=a["initial_states"])
+    g = torch.autograd.grad((y * w).sum(), [a[k] for k in names])
+    assert (y - y_ref).abs().max() < 1e-10
+    for name, gr, gc in zip(names, g_ref, g):
+        assert (gr - gc).abs().max() < 1e-10, name
+
+
+def test_float32_scan_with_fast_and_slow_decays_matches_float64_recurrence():
+    # fp32 heads whose decay spreads over a chunk far beyond exp's range take the (T x T) path; the rest
+    # the factored one; both agree with the float64 recurrence to float32 rounding.
+    a = _inputs(b=2, l=128, h=4, p=8, g=1, n=16, dtype=torch.float64, seed=3)
+    a["dt"][..., 0], a["A"][0] = 3.0, -1.0  # spread 127 * 3 >> 120: exp(+-spread/2) overflows float32
+    a["dt"][..., 1] = 0.01
+    y_ref = ssd_scan_ref(a["x"], a["dt"], a["A"], a["B"], a["C"], a["D"])
+    f = {k: v.float() for k, v in a.items()}
+    y = ssd_chunk_scan(f["x"], f["dt"], f["A"], f["B"], f["C"], 128, D=f["D"])
+    assert torch.isfinite(y).all()
+    err = (y.double() - y_ref).abs().max() / y_ref.abs().max()
+    assert err < 1e-5, err
