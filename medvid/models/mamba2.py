@@ -286,47 +286,84 @@ def conv1d_input(xBC: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class _CausalDepthwiseConv(torch.autograd.Function):
-    """out[t, c] = bias[c] + sum_i w[c, i] x[t - (k-1) + i, c], channels-last, zeros before t = 0.
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x.index_select(1, index) for x (B, M, E), as one gather of rows of the (B*M, E) matrix (a gather
+    along dim 0 is several times faster on the CPU than along dim 1, even for B = 1)."""
+    b, m, e = x.shape
+    flat = x.reshape(b * m, e)
+    if b > 1:
+        index = (index + torch.arange(0, b * m, m, device=index.device)[:, None]).reshape(-1)
+    return flat.index_select(0, index).view(b, -1, e)
+
+
+def _conv_forward(x, w, bias):
+    k, l = w.shape[1], x.shape[1]
+    out = x * w[:, k - 1] if bias is None else torch.addcmul(bias, x, w[:, k - 1])
+    for i in range(k - 1):
+        s = k - 1 - i  # tap i looks s steps back
+        if s < l:
+            out[:, s:].addcmul_(x[:, : l - s], w[:, i])
+    return out
+
+
+def _conv_backward(g, x, w, has_bias):
+    k, l = w.shape[1], g.shape[1]
+    gx = g * w[:, k - 1]
+    gw = [None] * k
+    gw[k - 1] = (g * x).sum((0, 1))
+    for i in range(k - 1):
+        s = k - 1 - i
+        if s < l:
+            gx[:, : l - s].addcmul_(g[:, s:], w[:, i])
+            gw[i] = (g[:, s:] * x[:, : l - s]).sum((0, 1))
+        else:
+            gw[i] = torch.zeros_like(gw[k - 1])
+    return gx, torch.stack(gw, dim=1), g.sum((0, 1)) if has_bias else None
+
+
+class _CausalConvSiLU(torch.autograd.Function):
+    """silu(out), out[t, c] = bias[c] + sum_i w[c, i] x[t - (k-1) + i, c]: channels-last, zeros before t = 0.
 
     Written as k shifted multiply-adds with a hand-written backward: PyTorch's CPU depthwise conv1d
     is slow for short sequences and some dtypes (it loops over channel groups) and needs two
     transposes, and letting autograd differentiate the shifted slices allocates a zero-filled
-    gradient per slice.
+    gradient per slice. With ``rows`` = (index, back, fold, length) the convolution's input is the
+    rows of x (B, M, C) gathered by ``index`` (MedSora's spiral scans: (B*S*lines, length, C)); the
+    gathered copy is not kept but gathered again in the backward (x is alive anyway: it is a view of
+    the input projection), and its gradient goes back through ``back``, the ``fold`` copies summed.
     """
 
     @staticmethod
-    def forward(ctx, x, w, bias):
-        k, l = w.shape[1], x.shape[1]
-        out = x * w[:, k - 1] if bias is None else torch.addcmul(bias, x, w[:, k - 1])
-        for i in range(k - 1):
-            s = k - 1 - i  # tap i looks s steps back
-            if s < l:
-                out[:, s:].addcmul_(x[:, : l - s], w[:, i])
-        ctx.save_for_backward(x, w)
-        ctx.has_bias = bias is not None
-        return out
+    def forward(ctx, x, w, bias, rows):
+        xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
+        out = _conv_forward(xs, w, bias)
+        ctx.save_for_backward(x, w, out)
+        ctx.has_bias, ctx.rows = bias is not None, rows
+        return F.silu(out)
 
     @staticmethod
     def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        k, l = w.shape[1], g.shape[1]
-        gx = g * w[:, k - 1]
-        gw = [None] * k
-        gw[k - 1] = (g * x).sum((0, 1))
-        for i in range(k - 1):
-            s = k - 1 - i
-            if s < l:
-                gx[:, : l - s].addcmul_(g[:, s:], w[:, i])
-                gw[i] = (g[:, s:] * x[:, : l - s]).sum((0, 1))
-            else:
-                gw[i] = torch.zeros_like(gw[k - 1])
-        return gx, torch.stack(gw, dim=1), g.sum((0, 1)) if ctx.has_bias else None
+        x, w, out = ctx.saved_tensors
+        rows = ctx.rows
+        xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
+        gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(g, out), xs, w, ctx.has_bias)
+        if rows is not None:
+            _, back, fold, _ = rows
+            gx = gather_rows(gx.view(x.shape[0], -1, x.shape[-1]), back)  # (B, fold * M, C)
+            if fold > 1:
+                gx = gx.view(x.shape[0], fold, -1, x.shape[-1]).sum(1)
+        return gx, gw, gb, None
+
+
+def causal_conv1d_silu(x, w, bias, rows=None):
+    """silu(depthwise causal conv along the length): x (b, l, c), w (c, k), bias (c,) -> (b, l, c); with
+    ``rows`` (see ``_CausalConvSiLU``) the sequences are x's rows gathered by rows[0], rows[3] long."""
+    return _CausalConvSiLU.apply(x, w, bias, rows)
 
 
 def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Depthwise causal conv along the length: x (b, l, c), w (c, k), bias (c,) -> (b, l, c)."""
-    return _CausalDepthwiseConv.apply(x, w, bias)
+    """Depthwise causal conv along the length (no activation): x (b, l, c), w (c, k), bias (c,) -> (b, l, c)."""
+    return _conv_forward(x, w, bias)
 
 
 class _GatedRMSNorm(torch.autograd.Function):
@@ -337,7 +374,8 @@ class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, z, weight, group_size, eps, dim):
         v = (y * F.silu(z)).unflatten(-1, (-1, group_size))  # (..., groups, group_size)
-        r = torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps)
+        # one reading pass (pow + mean would write v**2 first)
+        r = torch.linalg.vector_norm(v, dim=-1, keepdim=True).square_().div_(group_size).add_(eps).rsqrt_()
         n = v.mul_(r).flatten(-2)
         out = n.sum(dim) if dim is not None else n
         ctx.save_for_backward(y, z, weight, r)
@@ -486,16 +524,19 @@ class Mamba2(nn.Module):
         return torch.split(zxbcdt, [d_mlp, d_mlp, self.d_ssm, self.d_ssm + 2 * self.ngroups * self.d_state,
                                     self.nheads], dim=-1)
 
-    def ssm(self, xBC, dt, initial_states=None, return_final_states=False):
+    def ssm(self, xBC, dt, initial_states=None, return_final_states=False, rows=None):
         """Causal conv + SSD scan on already-projected inputs: xBC (b, l, conv_dim), dt (b, l, nheads)
-        -> y (b, l, d_ssm) before the gated norm."""
-        b, l, _ = xBC.shape
+        -> y (b, l, d_ssm) before the gated norm. ``rows`` = (index, back, fold, length): the sequences
+        are xBC's rows gathered by index, ``length`` long (see ``_CausalConvSiLU``); dt is given gathered."""
         ops = fused_ops(xBC.device)
         w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
         if ops is not None and ops.conv1d is not None:
+            if rows is not None:
+                xBC = gather_rows(xBC, rows[0]).view(-1, rows[3], xBC.shape[-1])
             xBC = ops.conv1d(conv1d_input(xBC), w, self.conv1d.bias, activation="silu").transpose(1, 2)
         else:
-            xBC = self.act(causal_conv1d(xBC, w, self.conv1d.bias))
+            xBC = causal_conv1d_silu(xBC, w, self.conv1d.bias, rows)
+        b, l, _ = xBC.shape
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         x = x.reshape(b, l, self.nheads, self.headdim)
         B = B.reshape(b, l, self.ngroups, self.d_state)

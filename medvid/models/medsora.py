@@ -36,7 +36,7 @@ from .layers import (
     modulate,
     sincos_2d,
 )
-from .mamba2 import Mamba2
+from .mamba2 import Mamba2, gather_rows
 from .spiral import NUM_ORDERS, scan_indices
 
 
@@ -52,16 +52,6 @@ class GatedFusion(nn.Module):
         return torch.sigmoid(self.gate_F1(yw)) * yw + torch.sigmoid(self.gate_F2(yh)) * yh
 
 
-def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x.index_select(1, index) for x (B, M, E), as one gather of rows of the (B*M, E) matrix (a gather
-    along dim 0 is several times faster on the CPU than along dim 1, even for B = 1)."""
-    b, m, e = x.shape
-    flat = x.reshape(b * m, e)
-    if b > 1:
-        index = (index + torch.arange(0, b * m, m, device=index.device)[:, None]).reshape(-1)
-    return flat.index_select(0, index).view(b, -1, e)
-
-
 class _Gather(torch.autograd.Function):
     """x.index_select(1, index) whose backward is a gather too: ``back`` is the inverse permutation and
     the ``fold`` copies of every row are summed (index_select's own backward zero-fills and scatters)."""
@@ -70,12 +60,12 @@ class _Gather(torch.autograd.Function):
     def forward(ctx, x, index, back, fold):
         ctx.save_for_backward(back)
         ctx.fold = fold
-        return _rows(x, index)
+        return gather_rows(x, index)
 
     @staticmethod
     def backward(ctx, g):
         (back,) = ctx.saved_tensors
-        gx = _rows(g, back)  # (B, fold * M, .)
+        gx = gather_rows(g, back)  # (B, fold * M, .)
         if ctx.fold > 1:
             gx = gx.view(g.shape[0], ctx.fold, -1, g.shape[-1]).sum(1)
         return gx, None, None, None
@@ -98,10 +88,12 @@ class SpiralMamba(nn.Module):
         b, m = xbcdt.shape[0], self.mixer
         out = []
         # One gather lists every scan's sequences (all four when the grid is square: equal lengths).
+        xbc, dt = xbcdt.split([m.conv1d.in_channels, m.nheads], dim=-1)
         for gather, inverse, placed, s, length in scan_indices(f, h, w, self.orders, xbcdt.device):
-            seqs = _Gather.apply(xbcdt, gather, inverse, s)  # (B, S*f*h*w, E): scan, line, position
-            xBC, dt = seqs.view(-1, length, seqs.shape[-1]).split([m.conv1d.in_channels, m.nheads], dim=-1)
-            y = m.ssm(xBC, dt).view(b, -1, m.d_inner)  # (B, S*f*h*w, d_inner)
+            # The sequences of the S scans, (B*S*lines, length, .): dt gathered here, xBC inside the
+            # convolution (which gathers its rows again in the backward instead of keeping a copy).
+            dts = _Gather.apply(dt, gather, inverse, s).view(-1, length, m.nheads)
+            y = m.ssm(xbc, dts, rows=(gather, inverse, s, length)).view(b, -1, m.d_inner)  # (B, S*f*h*w, d_inner)
             y = _Gather.apply(y, inverse, placed, 1).view(b, s // 2, 2, -1, m.d_inner)  # back in token order
             out.append(m.gate_norm_sum(y, z[:, None, None], dim=2))  # (B, S/2, f*h*w, d_inner)
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)

@@ -170,6 +170,33 @@ def test_causal_conv_equals_torch_conv1d_with_gradients(length):
         assert torch.allclose(a, r, atol=1e-12)
 
 
+@pytest.mark.parametrize("batch,fold", [(1, 1), (2, 2), (2, 3)])
+def test_conv_silu_of_gathered_rows_equals_torch_with_gradients(batch, fold):
+    # MedSora's spiral scans: the convolution reads rows of the projection gathered by an index (each row
+    # ``fold`` times), gathers them again in its backward and sends the gradient back through the inverse.
+    from medvid.models.mamba2 import causal_conv1d_silu
+
+    gen = torch.Generator().manual_seed(fold)
+    m, c, length = 12, 6, 4
+    src = torch.randn(batch, m, c + 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    x = src[..., :c]  # a strided view, as xBC is of the projection
+    index = torch.cat([torch.randperm(m, generator=gen) for _ in range(fold)])
+    back = torch.argsort(index) if fold == 1 else torch.cat(
+        [torch.argsort(index[i * m:(i + 1) * m]) + i * m for i in range(fold)])
+    w = torch.randn(c, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c, generator=gen, dtype=torch.float64, requires_grad=True)
+    seqs = x[:, index].reshape(-1, length, c)  # (batch * fold * m / length, length, c)
+    ref = torch.nn.functional.silu(torch.nn.functional.conv1d(
+        seqs.transpose(1, 2), w[:, None], b, padding=3, groups=c)[..., :length].transpose(1, 2))
+    ours = causal_conv1d_silu(x, w, b, (index, back, fold, length))
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-12)
+    g = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    for a, r in zip(torch.autograd.grad(ours, (src, w, b), g), torch.autograd.grad(ref, (src, w, b), g)):
+        assert torch.allclose(a, r, atol=1e-12)
+    plain = causal_conv1d_silu(seqs, w, b)  # no rows: the sequences themselves
+    assert torch.allclose(plain, ref, atol=1e-12)
+
+
 @pytest.mark.parametrize("group_size,dim", [(8, None), (4, 2)])
 def test_gated_rmsnorm_forward_and_backward_equal_autograd_of_the_formula(group_size, dim):
     from medvid.models.mamba2 import gated_rmsnorm
