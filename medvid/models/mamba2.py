@@ -93,9 +93,11 @@ class _DiagonalBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, C, B, cs, X, dt):
-        spread = (cs.amax(-1) - cs.amin(-1)).flatten(0, -2).amax(0)  # (r,): each head's widest chunk
-        full = (~(spread <= FACTORED_RANGE.get(cs.dtype, 0.0))).nonzero().squeeze(1)  # NaN: full too
-        full = full if len(full) else None  # one host sync: the choice decides the shapes below
+        full = None
+        if not cs.is_meta:  # on the meta device (FLOP counts, shapes) every head is factored
+            spread = (cs.amax(-1) - cs.amin(-1)).flatten(0, -2).amax(0)  # (r,): each head's widest chunk
+            full = (~(spread <= FACTORED_RANGE.get(cs.dtype, 0.0))).nonzero().squeeze(1)  # NaN: full too
+            full = full if len(full) else None  # one host sync: the choice decides the shapes below
         a, b = _DiagonalBlocks._factors(cs, full)
         M = (C @ B.transpose(-1, -2)).tril_()  # (..., T, T)
         y = (M @ (X * (dt.unsqueeze(-1) * b)).flatten(-2)).view(X.shape).mul_(a)

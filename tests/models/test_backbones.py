@@ -48,6 +48,16 @@ def test_block_structure_matches_reference_counts():
     assert n(m) - 6 * n(blk) == 1_051_264
 
 
+def test_medsora_runs_forward_and_backward_on_the_meta_device():
+    # FLOP counts (benchmarks/backbone.py) trace a step on the meta device: no data-dependent branch may
+    # need values there (the SSD picks its diagonal-block form per head from the decays' values).
+    with torch.device("meta"):
+        m = create_model("medsora-s", input_size=16)
+        out = m(torch.randn(1, 4, 16, 16, 16), torch.zeros(1))
+        out.sum().backward()
+    assert out.shape == (1, 4, 32, 16, 16) and m.blocks[0].spatial_mamba.mixer.in_proj.weight.grad is not None
+
+
 @pytest.mark.parametrize("name", ["stdit-s", "stdit-b", "stdit-l"])
 def test_stdit_presets_share_shape(name):
     with torch.device("meta"):
