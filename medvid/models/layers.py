@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import NamedTuple
 
 import torch
@@ -91,7 +92,14 @@ class LabelEmbedder(nn.Module):
 
 
 def rotary_tables(n: int, dim: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin (n, dim) of rotary position embedding (RoFormer), rotate-half layout."""
+    """cos/sin (n, dim) of rotary position embedding (RoFormer), rotate-half layout. Cached per size,
+    device and dtype: every block of every step asks for the same tables (read-only)."""
+    return _rotary_tables(n, dim, str(device), dtype)
+
+
+@lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached for training too: never an inference tensor, whoever asks first
+def _rotary_tables(n, dim, device, dtype):
     inv_freq = 1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim)
     freqs = torch.arange(n, dtype=torch.float32, device=device)[:, None] * inv_freq[None]
     freqs = torch.cat([freqs, freqs], dim=-1)  # (n, dim)
@@ -121,13 +129,21 @@ def local_attention(q, k, v, window: int, look_backward: int = 1, look_forward: 
     vp = F.pad(v, (0, 0, lb * window, pad + lf * window)).view(b, nb + lb + lf, window, d)
     kb = torch.cat([kp[:, i : i + nb] for i in range(lb + 1 + lf)], dim=2)  # (b, nb, K, d), K=(lb+1+lf)*window
     vb = torch.cat([vp[:, i : i + nb] for i in range(lb + 1 + lf)], dim=2)
-    qpos = torch.arange(nb * window, device=q.device).view(nb, window, 1)
-    kpos = (torch.arange(nb, device=q.device)[:, None, None] - lb) * window + torch.arange(
-        (lb + 1 + lf) * window, device=q.device
-    ).view(1, 1, -1)  # (nb, 1, K)
-    allowed = (kpos >= 0) & (kpos < n) & (kpos >= qpos - window * lb) & (kpos <= qpos + window * lf)
+    allowed = _band_mask(n, window, lb, lf, str(q.device))
     out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=allowed, dropout_p=dropout_p if training else 0.0)
     return out.reshape(b, nb * window, d)[:, :n]
+
+
+@lru_cache(maxsize=64)
+@torch.inference_mode(False)
+def _band_mask(n: int, window: int, lb: int, lf: int, device: str) -> torch.Tensor:
+    """(nb, window, K) bool: which of a block's K neighbouring keys each of its queries may attend to."""
+    nb = -(-n // window)
+    qpos = torch.arange(nb * window, device=device).view(nb, window, 1)
+    kpos = (torch.arange(nb, device=device)[:, None, None] - lb) * window + torch.arange(
+        (lb + 1 + lf) * window, device=device
+    ).view(1, 1, -1)  # (nb, 1, K)
+    return (kpos >= 0) & (kpos < n) & (kpos >= qpos - window * lb) & (kpos <= qpos + window * lf)
 
 
 class LocalAttention(nn.Module):
@@ -144,9 +160,10 @@ class LocalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, D) tokens of one frame each -> (B, N, D)."""
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        cos, sin = rotary_tables(x.shape[1], x.shape[2], x.device, x.dtype)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        b, n, d = x.shape
+        qk, v = self.qkv(x).split([2 * d, d], dim=-1)
+        cos, sin = rotary_tables(n, d, x.device, x.dtype)
+        q, k = apply_rotary(qk.view(b, n, 2, d), cos[:, None], sin[:, None]).unbind(2)  # q and k at once
         return local_attention(q, k, v, self.window_size, self.look_backward, self.look_forward,
                                self.dropout, self.training)
 

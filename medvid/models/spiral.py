@@ -72,6 +72,7 @@ def inverse_order(order: list[int]) -> list[int]:
 
 
 @lru_cache(maxsize=None)
+@torch.inference_mode(False)  # cached for training too: never an inference tensor, whoever asks first
 def _scan_sets(frames: int, h: int, w: int, orders: tuple[int, ...], device: str):
     """See ``scan_indices``; cached per grid, orders and device."""
     n = h * w

@@ -48,6 +48,23 @@ def test_block_structure_matches_reference_counts():
     assert n(m) - 6 * n(blk) == 1_051_264
 
 
+@pytest.mark.parametrize("name", ["medsora-s", "stdit-s"])
+def test_trains_after_sampling_under_inference_mode(name):
+    # Index and table caches (spiral orders, rotary tables, band masks) filled under inference_mode (a
+    # sampler, validation samples) must not be inference tensors when training then saves them.
+    from medvid.models import layers, spiral
+
+    for cache in (spiral._scan_sets, layers._rotary_tables, layers._band_mask):
+        cache.cache_clear()  # filled first below, under inference_mode
+    m = _tiny(name)
+    x, t = torch.randn(1, 3, 4, 8, 8), torch.tensor([5])
+    with torch.inference_mode():
+        m(x, t, num_images=1)
+    _wake(m)
+    m(x, t, num_images=1).sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
 def test_medsora_runs_forward_and_backward_on_the_meta_device():
     # FLOP counts (benchmarks/backbone.py) trace a step on the meta device: no data-dependent branch may
     # need values there (the SSD picks its diagonal-block form per head from the decays' values).
