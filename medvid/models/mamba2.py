@@ -93,18 +93,7 @@ class _DiagonalBlocks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, C, B, cs, X, dt):
-        full = None
-        if not cs.is_meta:  # on the meta device (FLOP counts, shapes) every head is factored
-            spread = (cs.amax(-1) - cs.amin(-1)).flatten(0, -2).amax(0)  # (r,): each head's widest chunk
-            full = (~(spread <= FACTORED_RANGE.get(cs.dtype, 0.0))).nonzero().squeeze(1)  # NaN: full too
-            full = full if len(full) else None  # one host sync: the choice decides the shapes below
-        a, b = _DiagonalBlocks._factors(cs, full)
-        M = (C @ B.transpose(-1, -2)).tril_()  # (..., T, T)
-        y = (M @ (X * (dt.unsqueeze(-1) * b)).flatten(-2)).view(X.shape).mul_(a)
-        if full is not None:
-            Xu = (X * dt.unsqueeze(-1)).index_select(-2, full).transpose(-2, -3)  # (..., u, T, p)
-            yu = (M.unsqueeze(-3) * _decay_matrix(cs.index_select(-2, full))) @ Xu
-            y.index_copy_(-2, full, yu.transpose(-2, -3))
+        y, full = _diagonal_forward(C, B, cs, X, dt)
         ctx.save_for_backward(C, B, cs, X, dt)
         ctx.full = full
         return y
@@ -117,37 +106,117 @@ class _DiagonalBlocks(torch.autograd.Function):
         dtype = gy.dtype
         for t in saved:
             dtype = torch.promote_types(dtype, t.dtype)
-        C, B, cs, X, dt = (t.to(dtype) for t in saved)
-        gy, full = gy.to(dtype), ctx.full
-        a, b = _DiagonalBlocks._factors(cs, full)
-        M = (C @ B.transpose(-1, -2)).tril_()
-        w = dt.unsqueeze(-1) * b  # (..., T, r, 1)
-        xs = (X * w).flatten(-2)  # (..., T, r*p)
-        gp = (gy * a).flatten(-2)  # the gradient of M xs
-        p = M @ xs  # recomputed: keeping it would hold another (T x r*p) per chunk through the step
-        g_a = (gp * p).unflatten(-1, X.shape[-2:]).sum(-1)  # (..., T, r): through a (da/dcs = a)
-        gxs = (M.transpose(-1, -2) @ gp).view(X.shape)
-        q = (gxs * X).sum(-1)  # d/d(dt b), per token and head
-        g_dt = q * b.squeeze(-1)
-        g_cs = (g_a - g_dt * dt).transpose(-1, -2).contiguous()  # through b (db/dcs = -b), (..., r, T)
-        gX = gxs.mul_(w)
-        gM = gp @ xs.transpose(-1, -2)  # (..., T, T)
-        if full is not None:
-            L = _decay_matrix(cs.index_select(-2, full))  # (..., u, T, T)
-            Mf = M.unsqueeze(-3) * L
-            Xu = X.index_select(-2, full).transpose(-2, -3)  # (..., u, T, p)
-            dtu = dt.index_select(-1, full).transpose(-1, -2).unsqueeze(-1)  # (..., u, T, 1)
-            gyu = gy.index_select(-2, full).transpose(-2, -3)
-            gMf = gyu @ (Xu * dtu).transpose(-1, -2)
-            gXdt = Mf.transpose(-1, -2) @ gyu  # (..., u, T, p): the gradient of dt X
-            gX.index_copy_(-2, full, (gXdt * dtu).transpose(-2, -3))
-            g_dt.index_copy_(-1, full, (gXdt * Xu).sum(-1).transpose(-1, -2))
-            gM += (gMf * L).sum(-3)
-            gS = gMf.mul_(Mf)  # d/d(cs_i - cs_j); zero above the diagonal, where Mf is
-            g_cs.index_copy_(-2, full, gS.sum(-1) - gS.sum(-2))
-        gM.tril_()
-        grads = (gM @ B, gM.transpose(-1, -2) @ C, g_cs, gX, g_dt)
+        grads = _diagonal_backward(gy.to(dtype), *(t.to(dtype) for t in saved), ctx.full)
         return tuple(g.to(t.dtype) for g, t in zip(grads, saved))
+
+
+def _diagonal_forward(C, B, cs, X, dt):
+    """``_DiagonalBlocks``' forward: y and the heads computed with decay matrices (None: all factored)."""
+    full = None
+    if not cs.is_meta:  # on the meta device (FLOP counts, shapes) every head is factored
+        spread = (cs.amax(-1) - cs.amin(-1)).flatten(0, -2).amax(0)  # (r,): each head's widest chunk
+        full = (~(spread <= FACTORED_RANGE.get(cs.dtype, 0.0))).nonzero().squeeze(1)  # NaN: full too
+        full = full if len(full) else None  # one host sync: the choice decides the shapes below
+    a, b = _DiagonalBlocks._factors(cs, full)
+    M = (C @ B.transpose(-1, -2)).tril_()  # (..., T, T)
+    y = (M @ (X * (dt.unsqueeze(-1) * b)).flatten(-2)).view(X.shape).mul_(a)
+    if full is not None:
+        Xu = (X * dt.unsqueeze(-1)).index_select(-2, full).transpose(-2, -3)  # (..., u, T, p)
+        yu = (M.unsqueeze(-3) * _decay_matrix(cs.index_select(-2, full))) @ Xu
+        y.index_copy_(-2, full, yu.transpose(-2, -3))
+    return y, full
+
+
+def _diagonal_backward(gy, C, B, cs, X, dt, full):
+    """``_DiagonalBlocks``' backward: gradients of C, B, cs, X, dt (one dtype)."""
+    a, b = _DiagonalBlocks._factors(cs, full)
+    M = (C @ B.transpose(-1, -2)).tril_()
+    w = dt.unsqueeze(-1) * b  # (..., T, r, 1)
+    xs = (X * w).flatten(-2)  # (..., T, r*p)
+    gp = (gy * a).flatten(-2)  # the gradient of M xs
+    p = M @ xs  # recomputed: keeping it would hold another (T x r*p) per chunk through the step
+    g_a = (gp * p).unflatten(-1, X.shape[-2:]).sum(-1)  # (..., T, r): through a (da/dcs = a)
+    gxs = (M.transpose(-1, -2) @ gp).view(X.shape)
+    q = (gxs * X).sum(-1)  # d/d(dt b), per token and head
+    g_dt = q * b.squeeze(-1)
+    g_cs = (g_a - g_dt * dt).transpose(-1, -2).contiguous()  # through b (db/dcs = -b), (..., r, T)
+    gX = gxs.mul_(w)
+    gM = gp @ xs.transpose(-1, -2)  # (..., T, T)
+    if full is not None:
+        L = _decay_matrix(cs.index_select(-2, full))  # (..., u, T, T)
+        Mf = M.unsqueeze(-3) * L
+        Xu = X.index_select(-2, full).transpose(-2, -3)  # (..., u, T, p)
+        dtu = dt.index_select(-1, full).transpose(-1, -2).unsqueeze(-1)  # (..., u, T, 1)
+        gyu = gy.index_select(-2, full).transpose(-2, -3)
+        gMf = gyu @ (Xu * dtu).transpose(-1, -2)
+        gXdt = Mf.transpose(-1, -2) @ gyu  # (..., u, T, p): the gradient of dt X
+        gX.index_copy_(-2, full, (gXdt * dtu).transpose(-2, -3))
+        g_dt.index_copy_(-1, full, (gXdt * Xu).sum(-1).transpose(-1, -2))
+        gM += (gMf * L).sum(-3)
+        gS = gMf.mul_(Mf)  # d/d(cs_i - cs_j); zero above the diagonal, where Mf is
+        g_cs.index_copy_(-2, full, gS.sum(-1) - gS.sum(-2))
+    gM.tril_()
+    return gM @ B, gM.transpose(-1, -2) @ C, g_cs, gX, g_dt
+
+
+class _OneChunkScan(torch.autograd.Function):
+    """The whole SSD scan of sequences no longer than a chunk, from the convolution's pre-activation:
+    y = diagonal blocks of silu(c) + D x, with (x, B, C) = silu(c) split (no initial or final state).
+
+    Autograd would keep silu(c) (as x, B and C) beside c (for SiLU's backward); this keeps c, dt, A
+    and D only and recomputes silu(c) in the backward: one (length x conv_dim) tensor per scan less
+    through the step (MedSora's four spiral scans: 64 x 128 x 1280 floats per block at 32x256).
+
+    c: (b, l, conv_dim) = [x (h*p), B (g*n), C (g*n)], dt: (b, l, h) softplus'ed, A: (h,), D: (h,) or
+    (h, p) -> y (b, l, h, p).
+    """
+
+    @staticmethod
+    def _views(s, dt, A, g, h, n):
+        b, l, _ = s.shape
+        r = h // g
+        x, B, C = s.split([s.shape[-1] - 2 * g * n, g * n, g * n], dim=-1)
+        p = x.shape[-1] // h
+        X = x.view(b, l, g, r, p).transpose(1, 2)  # (b, g, l, r, p)
+        dtg = dt.view(b, l, g, r).transpose(1, 2)  # (b, g, l, r)
+        cs = torch.cumsum(dtg * A.view(g, 1, r), dim=2).transpose(-1, -2)  # (b, g, r, l)
+        return x.view(b, l, h, p), X, B.view(b, l, g, n).transpose(1, 2), C.view(b, l, g, n).transpose(1, 2), dtg, cs
+
+    @staticmethod
+    def forward(ctx, c, dt, A, D, g, n):
+        b, l, h = dt.shape
+        x, X, Bg, Cg, dtg, cs = _OneChunkScan._views(F.silu(c), dt, A, g, h, n)
+        y, full = _diagonal_forward(Cg, Bg, cs, X, dtg)  # (b, g, l, r, p)
+        y = y.transpose(1, 2).reshape(b, l, h, -1)
+        y.addcmul_(x, D[:, None] if D.dim() == 1 else D)
+        ctx.save_for_backward(c, dt, A, D)
+        ctx.full, ctx.g, ctx.n = full, g, n
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        c, dt, A, D = ctx.saved_tensors
+        g, n = ctx.g, ctx.n
+        b, l, h = dt.shape
+        r = h // g
+        s = F.silu(c)  # recomputed
+        x, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
+        p = X.shape[-1]
+        Dv = D[:, None] if D.dim() == 1 else D
+        gD = (gy * x).sum((0, 1))  # (h, p)
+        gD = gD.sum(-1) if D.dim() == 1 else gD
+        gyg = gy.view(b, l, g, r, p).transpose(1, 2)
+        gC, gB, g_cs, gX, g_dt = _diagonal_backward(gyg, Cg, Bg, cs, X, dtg, ctx.full)
+        # cs = cumsum(dt A) along the length: its gradient summed from the end
+        g_dA = g_cs.flip(-1).cumsum(-1).flip(-1).transpose(-1, -2)  # (b, g, l, r)
+        g_dt = (g_dt + g_dA * A.view(g, 1, r)).transpose(1, 2).reshape(b, l, h)
+        gA = (g_dA * dtg).sum((0, 2)).reshape(h)
+        gs = torch.empty_like(s)
+        d_ssm = h * p
+        gs[..., :d_ssm].view(b, l, g, r, p).copy_(gX.transpose(1, 2)).view(b, l, h, p).addcmul_(gy, Dv)
+        gs[..., d_ssm:d_ssm + g * n].view(b, l, g, n).copy_(gB.transpose(1, 2))
+        gs[..., d_ssm + g * n:].view(b, l, g, n).copy_(gC.transpose(1, 2))
+        return torch.ops.aten.silu_backward(gs, c), g_dt, gA, gD, None, None
 
 
 def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
@@ -336,31 +405,34 @@ class _CausalConvSiLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w, bias, rows):
+    def forward(ctx, x, w, bias, rows, activation):
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
         out = _conv_forward(xs, w, bias)
-        ctx.save_for_backward(x, w, out)
+        ctx.save_for_backward(x, w, out if activation else None)
         ctx.has_bias, ctx.rows = bias is not None, rows
-        return F.silu(out)
+        return F.silu(out) if activation else out
 
     @staticmethod
     def backward(ctx, g):
         x, w, out = ctx.saved_tensors
         rows = ctx.rows
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
-        gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(g, out), xs, w, ctx.has_bias)
+        if out is not None:
+            g = torch.ops.aten.silu_backward(g, out)
+        gx, gw, gb = _conv_backward(g, xs, w, ctx.has_bias)
         if rows is not None:
             _, back, fold, _ = rows
             gx = gather_rows(gx.view(x.shape[0], -1, x.shape[-1]), back)  # (B, fold * M, C)
             if fold > 1:
                 gx = gx.view(x.shape[0], fold, -1, x.shape[-1]).sum(1)
-        return gx, gw, gb, None
+        return gx, gw, gb, None, None
 
 
-def causal_conv1d_silu(x, w, bias, rows=None):
+def causal_conv1d_silu(x, w, bias, rows=None, activation=True):
     """silu(depthwise causal conv along the length): x (b, l, c), w (c, k), bias (c,) -> (b, l, c); with
-    ``rows`` (see ``_CausalConvSiLU``) the sequences are x's rows gathered by rows[0], rows[3] long."""
-    return _CausalConvSiLU.apply(x, w, bias, rows)
+    ``rows`` (see ``_CausalConvSiLU``) the sequences are x's rows gathered by rows[0], rows[3] long;
+    ``activation=False``: the convolution alone (its consumer applies the SiLU)."""
+    return _CausalConvSiLU.apply(x, w, bias, rows, activation)
 
 
 def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -532,13 +604,27 @@ class Mamba2(nn.Module):
         are xBC's rows gathered by index, ``length`` long (see ``_CausalConvSiLU``); dt is given gathered."""
         ops = fused_ops(xBC.device)
         w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        length = rows[3] if rows is not None else xBC.shape[1]
+        # One chunk, no states (every MedSora scan at the benchmark's sizes): the scan applies the SiLU
+        # itself and keeps only the convolution's output (``_OneChunkScan``).
+        one_chunk = (ops is None and 1 < length <= min(self.chunk_size, CPU_BLOCK) and initial_states is None
+                     and not return_final_states)
         if ops is not None and ops.conv1d is not None:
             if rows is not None:
                 xBC = gather_rows(xBC, rows[0]).view(-1, rows[3], xBC.shape[-1])
             xBC = ops.conv1d(conv1d_input(xBC), w, self.conv1d.bias, activation="silu").transpose(1, 2)
         else:
-            xBC = causal_conv1d_silu(xBC, w, self.conv1d.bias, rows)
+            xBC = causal_conv1d_silu(xBC, w, self.conv1d.bias, rows, activation=not one_chunk)
         b, l, _ = xBC.shape
+        if one_chunk:
+            dt = F.softplus(dt + self.dt_bias)
+            if self.dt_limit != (0.0, float("inf")):
+                dt = dt.clamp(*self.dt_limit)
+            dtype = xBC.dtype if xBC.dtype in (torch.float32, torch.float64) else torch.float32
+            A = -torch.exp(self.A_log.to(dtype))
+            D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
+            y = _OneChunkScan.apply(xBC.to(dtype), dt.to(dtype), A, D.to(dtype), self.ngroups, self.d_state)
+            return y.reshape(b, l, self.d_ssm).to(xBC.dtype)
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         x = x.reshape(b, l, self.nheads, self.headdim)
         B = B.reshape(b, l, self.ngroups, self.d_state)
