@@ -206,12 +206,14 @@ def mixer_bench(lengths, reps, threads) -> list[dict]:
             u = torch.randn(1, L, 512)
             y = m(u)
             row = dict(length=L, mixer_ours_s=timed(lambda: m(u), reps))
-            mm.ssd_chunk_scan = sequential
+            # the same mixer with the recurrence as its scan (CPU_BLOCK 0: no one-chunk shortcut either)
+            mm.ssd_chunk_scan, block = sequential, mm.CPU_BLOCK
+            mm.CPU_BLOCK = 0
             try:
                 row["mixer_recurrence_s"] = timed(lambda: m(u), max(1, reps // 2))
                 row["mixer_recurrence_maxdiff"] = (m(u) - y).abs().max().item()
             finally:
-                mm.ssd_chunk_scan = chunked
+                mm.ssd_chunk_scan, mm.CPU_BLOCK = chunked, block
             # the scan alone, on the mixer's own inputs
             g = torch.Generator().manual_seed(L)
             x = torch.randn(1, L, 16, 64, generator=g)
@@ -249,6 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="timed training steps per point (median)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--skip-mixer", action="store_true")
+    ap.add_argument("--mixer-only", action="store_true", help="only part 3 (the Mamba2 mixer against references)")
     ap.add_argument("--system-malloc", action="store_true",
                     help="glibc's default malloc (large tensors page-faulted anew each step) instead of the trainer's")
     ap.add_argument("--optimizer-loop", action="store_true",
@@ -262,7 +265,7 @@ def main(argv=None) -> int:
           f"malloc: {host['malloc']}, {host['optimizer']})", flush=True)
     torch.set_num_threads(args.threads)
     rows = []
-    for frames, res in SHAPES[mode]:
+    for frames, res in ([] if args.mixer_only else SHAPES[mode]):
         for r in measure_pair(MODELS[mode], frames, res, args.batch, args.reps):
             rows.append(r)
             print(f"  {r['model']:10s} {frames}x{res}: {r['step_s']:.3f} s/step, {r['gflops_per_s']:.1f} GFLOP/s",
@@ -285,8 +288,10 @@ def main(argv=None) -> int:
               f"{r['peak_mem_mb']:7.0f} {r.get('time_vs_stdit', float('nan')):7.2f} "
               f"{r.get('flops_vs_stdit', float('nan')):7.2f} {r.get('flops_per_s_vs_stdit', float('nan')):12.2f}")
 
-    print("\nFLOPs per token (fwd+bwd, counted on the meta device), -s models:", flush=True)
-    scan = flops_scan("s")
+    scan = []
+    if not args.mixer_only:
+        print("\nFLOPs per token (fwd+bwd, counted on the meta device), -s models:", flush=True)
+        scan = flops_scan("s")
 
     mixer = []
     if not args.skip_mixer:
