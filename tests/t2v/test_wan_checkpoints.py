@@ -41,7 +41,11 @@ def test_original_layout_generates_like_the_diffusers_folder(both_layouts, tmp_p
         pipe, where = G.load_wan_for_generation(cfg, torch.device("cpu"))
         out[name] = G.wan_video(pipe, G.prompt_specs(cfg)[0], "blurry", G.wan_settings(cfg))
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
-    np.testing.assert_array_equal(out["original"], out["diffusers"])
+    # The same weights through two loaders: equal up to float rounding, which may flip a uint8 level
+    # here and there (seen on one CPU model: 1 value of 15360 off by one); a wrong mapping of any
+    # weight changes the frames far more.
+    diff = np.abs(out["original"].astype(np.int16) - out["diffusers"].astype(np.int16))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     assert out["original"].std() > 0
 
     # through the CLI, the single-file variant (one DiT file instead of shards) too
