@@ -199,6 +199,7 @@ class _OneChunkScan(torch.autograd.Function):
         g, n = ctx.g, ctx.n
         b, l, h = dt.shape
         r = h // g
+        gy = gy.to(c.dtype).contiguous()  # under autocast the forward's output was lower precision
         s = F.silu(c)  # recomputed
         x, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
         p = X.shape[-1]
