@@ -81,17 +81,6 @@ class _DiagonalBlocks(torch.autograd.Function):
     """
 
     @staticmethod
-    def _factors(cs, full):
-        """a, b: (..., T, r, 1); zero for the heads in ``full`` (their exponents may overflow)."""
-        e = cs - (cs.amax(-1, keepdim=True) + cs.amin(-1, keepdim=True)) * 0.5
-        if full is None:
-            a, b = e.exp(), e.neg().exp_()
-        else:
-            skip = torch.zeros(cs.shape[-2], 1, dtype=torch.bool, device=cs.device).index_fill_(0, full, True)
-            a, b = e.masked_fill(skip, -math.inf).exp_(), e.neg().masked_fill_(skip, -math.inf).exp_()
-        return a.transpose(-1, -2).unsqueeze(-1), b.transpose(-1, -2).unsqueeze(-1)
-
-    @staticmethod
     def forward(ctx, C, B, cs, X, dt):
         y, full = _diagonal_forward(C, B, cs, X, dt)
         ctx.save_for_backward(C, B, cs, X, dt)
@@ -110,6 +99,18 @@ class _DiagonalBlocks(torch.autograd.Function):
         return tuple(g.to(t.dtype) for g, t in zip(grads, saved))
 
 
+def _decay_factors(cs, full):
+    """a_i = exp(cs_i - m), b_j = exp(m - cs_j) as (..., T, r, 1), m the middle of each chunk's range;
+    zero for the heads in ``full`` (their exponents may overflow)."""
+    e = cs - (cs.amax(-1, keepdim=True) + cs.amin(-1, keepdim=True)) * 0.5
+    if full is None:
+        a, b = e.exp(), e.neg().exp_()
+    else:
+        skip = torch.zeros(cs.shape[-2], 1, dtype=torch.bool, device=cs.device).index_fill_(0, full, True)
+        a, b = e.masked_fill(skip, -math.inf).exp_(), e.neg().masked_fill_(skip, -math.inf).exp_()
+    return a.transpose(-1, -2).unsqueeze(-1), b.transpose(-1, -2).unsqueeze(-1)
+
+
 def _diagonal_forward(C, B, cs, X, dt):
     """``_DiagonalBlocks``' forward: y and the heads computed with decay matrices (None: all factored)."""
     full = None
@@ -117,7 +118,7 @@ def _diagonal_forward(C, B, cs, X, dt):
         spread = (cs.amax(-1) - cs.amin(-1)).flatten(0, -2).amax(0)  # (r,): each head's widest chunk
         full = (~(spread <= FACTORED_RANGE.get(cs.dtype, 0.0))).nonzero().squeeze(1)  # NaN: full too
         full = full if len(full) else None  # one host sync: the choice decides the shapes below
-    a, b = _DiagonalBlocks._factors(cs, full)
+    a, b = _decay_factors(cs, full)
     M = (C @ B.transpose(-1, -2)).tril_()  # (..., T, T)
     y = (M @ (X * (dt.unsqueeze(-1) * b)).flatten(-2)).view(X.shape).mul_(a)
     if full is not None:
@@ -129,7 +130,7 @@ def _diagonal_forward(C, B, cs, X, dt):
 
 def _diagonal_backward(gy, C, B, cs, X, dt, full):
     """``_DiagonalBlocks``' backward: gradients of C, B, cs, X, dt (one dtype)."""
-    a, b = _DiagonalBlocks._factors(cs, full)
+    a, b = _decay_factors(cs, full)
     M = (C @ B.transpose(-1, -2)).tril_()
     w = dt.unsqueeze(-1) * b  # (..., T, r, 1)
     xs = (X * w).flatten(-2)  # (..., T, r*p)
@@ -368,6 +369,14 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.index_select(0, index).view(b, -1, e)
 
 
+def gather_rows_back(g: torch.Tensor, back: torch.Tensor, fold: int) -> torch.Tensor:
+    """The gradient of ``gather_rows(x, index)`` for x (B, M, E) when ``index`` lists every row ``fold``
+    times: g (B, fold*M, E) gathered by ``back`` (the inverse permutation), the ``fold`` copies summed
+    (index_select's own backward would zero-fill and scatter)."""
+    g = gather_rows(g, back)
+    return g.view(g.shape[0], fold, -1, g.shape[-1]).sum(1) if fold > 1 else g
+
+
 def _conv_forward(x, w, bias):
     k, l = w.shape[1], x.shape[1]
     out = x * w[:, k - 1] if bias is None else torch.addcmul(bias, x, w[:, k - 1])
@@ -422,10 +431,7 @@ class _CausalConvSiLU(torch.autograd.Function):
             g = torch.ops.aten.silu_backward(g, out)
         gx, gw, gb = _conv_backward(g, xs, w, ctx.has_bias)
         if rows is not None:
-            _, back, fold, _ = rows
-            gx = gather_rows(gx.view(x.shape[0], -1, x.shape[-1]), back)  # (B, fold * M, C)
-            if fold > 1:
-                gx = gx.view(x.shape[0], fold, -1, x.shape[-1]).sum(1)
+            gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
         return gx, gw, gb, None, None
 
 
@@ -617,15 +623,7 @@ class Mamba2(nn.Module):
         else:
             xBC = causal_conv1d_silu(xBC, w, self.conv1d.bias, rows, activation=not one_chunk)
         b, l, _ = xBC.shape
-        if one_chunk:
-            dt = F.softplus(dt + self.dt_bias)
-            if self.dt_limit != (0.0, float("inf")):
-                dt = dt.clamp(*self.dt_limit)
-            dtype = xBC.dtype if xBC.dtype in (torch.float32, torch.float64) else torch.float32
-            A = -torch.exp(self.A_log.to(dtype))
-            D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
-            y = _OneChunkScan.apply(xBC.to(dtype), dt.to(dtype), A, D.to(dtype), self.ngroups, self.d_state)
-            return y.reshape(b, l, self.d_ssm).to(xBC.dtype)
+        # x, B, C: views of the activated conv output (of its pre-activation when one_chunk, unused then)
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         x = x.reshape(b, l, self.nheads, self.headdim)
         B = B.reshape(b, l, self.ngroups, self.d_state)
@@ -641,11 +639,16 @@ class Mamba2(nn.Module):
             dt = F.softplus(dt + self.dt_bias)
             if self.dt_limit != (0.0, float("inf")):
                 dt = dt.clamp(*self.dt_limit)
-            dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-            args = (x.to(dtype), dt.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype))
-            kw = dict(D=D.to(dtype), initial_states=initial_states, return_final_states=return_final_states)
-            # Length 1 (each joint-training image): the closed form, no chunk machinery.
-            out = ssd_chunk_scan(*args, min(self.chunk_size, CPU_BLOCK), **kw) if l > 1 else ssd_step(*args, **kw)
+            dtype = xBC.dtype if xBC.dtype in (torch.float32, torch.float64) else torch.float32
+            if one_chunk:
+                out = _OneChunkScan.apply(xBC.to(dtype), dt.to(dtype), A.to(dtype), D.to(dtype), self.ngroups,
+                                          self.d_state)
+            else:
+                args = (x.to(dtype), dt.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype))
+                kw = dict(D=D.to(dtype), initial_states=initial_states, return_final_states=return_final_states)
+                # Length 1 (each joint-training image): the closed form, no chunk machinery.
+                out = (ssd_chunk_scan(*args, min(self.chunk_size, CPU_BLOCK), **kw) if l > 1
+                       else ssd_step(*args, **kw))
         y, state = out if return_final_states else (out, None)
         y = y.reshape(b, l, self.d_ssm).to(xBC.dtype)
         return (y, state) if return_final_states else y

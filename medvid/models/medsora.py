@@ -36,7 +36,7 @@ from .layers import (
     modulate,
     sincos_2d,
 )
-from .mamba2 import Mamba2, gather_rows
+from .mamba2 import Mamba2, gather_rows, gather_rows_back
 from .spiral import NUM_ORDERS, scan_indices
 
 
@@ -65,10 +65,7 @@ class _Gather(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (back,) = ctx.saved_tensors
-        gx = gather_rows(g, back)  # (B, fold * M, .)
-        if ctx.fold > 1:
-            gx = gx.view(g.shape[0], ctx.fold, -1, g.shape[-1]).sum(1)
-        return gx, None, None, None
+        return gather_rows_back(g, back, ctx.fold), None, None, None
 
 
 class SpiralMamba(nn.Module):
