@@ -161,16 +161,26 @@ def _diagonal_backward(gy, C, B, cs, X, dt, full):
 
 
 class _OneChunkScan(torch.autograd.Function):
-    """The whole SSD scan of sequences no longer than a chunk, from the convolution's pre-activation:
-    y = diagonal blocks of silu(c) + D x, with (x, B, C) = silu(c) split (no initial or final state).
+    """Causal convolution, SiLU and the whole SSD scan of sequences no longer than a chunk, in one function:
+    c = conv(x), y = diagonal blocks of silu(c) + D x_ssm, (x_ssm, B, C) = silu(c) split (no initial or final
+    state). With ``rows`` (see ``_CausalConvSiLU``) the sequences are the rows of x gathered by rows[0].
 
-    Autograd would keep silu(c) (as x, B and C) beside c (for SiLU's backward); this keeps c, dt, A
-    and D only and recomputes silu(c) in the backward: one (length x conv_dim) tensor per scan less
-    through the step (MedSora's four spiral scans: 64 x 128 x 1280 floats per block at 32x256).
+    Autograd would keep the convolution's output c (for SiLU's backward) and silu(c) (as x, B and C); this
+    keeps only its inputs: x (a view of the input projection, alive anyway for the gate z), the weights,
+    dt, A and D, and recomputes the gather, the convolution and the SiLU in the backward, which needs the
+    gathered input again for the weights' gradient anyway. That is one (length x conv_dim) tensor less per
+    scan through the step (MedSora's four spiral scans: 64 x 128 x 1280 floats per block at 32x256) for
+    k multiply-adds over it.
 
-    c: (b, l, conv_dim) = [x (h*p), B (g*n), C (g*n)], dt: (b, l, h) softplus'ed, A: (h,), D: (h,) or
-    (h, p) -> y (b, l, h, p).
+    x: (b, l, conv_dim) or (B, M, conv_dim) with rows, w: (conv_dim, k), bias: (conv_dim,) or None,
+    dt: (b, l, h) softplus'ed (the scan's dtype), A: (h,), D: (h,) or (h, p) -> y (b, l, h, p).
     """
+
+    @staticmethod
+    def _conv(x, w, bias, rows, dtype):
+        """The gathered sequences and their convolution's output in the scan's dtype."""
+        xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
+        return xs, _conv_forward(xs, w, bias).to(dtype)
 
     @staticmethod
     def _views(s, dt, A, g, h, n):
@@ -184,28 +194,30 @@ class _OneChunkScan(torch.autograd.Function):
         return x.view(b, l, h, p), X, B.view(b, l, g, n).transpose(1, 2), C.view(b, l, g, n).transpose(1, 2), dtg, cs
 
     @staticmethod
-    def forward(ctx, c, dt, A, D, g, n):
+    def forward(ctx, x, w, bias, rows, dt, A, D, g, n):
         b, l, h = dt.shape
-        x, X, Bg, Cg, dtg, cs = _OneChunkScan._views(F.silu(c), dt, A, g, h, n)
+        _, c = _OneChunkScan._conv(x, w, bias, rows, dt.dtype)
+        xv, X, Bg, Cg, dtg, cs = _OneChunkScan._views(F.silu(c), dt, A, g, h, n)
         y, full = _diagonal_forward(Cg, Bg, cs, X, dtg)  # (b, g, l, r, p)
         y = y.transpose(1, 2).reshape(b, l, h, -1)
-        y.addcmul_(x, D[:, None] if D.dim() == 1 else D)
-        ctx.save_for_backward(c, dt, A, D)
-        ctx.full, ctx.g, ctx.n = full, g, n
+        y.addcmul_(xv, D[:, None] if D.dim() == 1 else D)
+        ctx.save_for_backward(x, w, bias, dt, A, D)
+        ctx.rows, ctx.full, ctx.g, ctx.n = rows, full, g, n
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        c, dt, A, D = ctx.saved_tensors
-        g, n = ctx.g, ctx.n
+        x, w, bias, dt, A, D = ctx.saved_tensors
+        rows, g, n = ctx.rows, ctx.g, ctx.n
         b, l, h = dt.shape
         r = h // g
-        gy = gy.to(c.dtype).contiguous()  # under autocast the forward's output was lower precision
-        s = F.silu(c)  # recomputed
-        x, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
+        gy = gy.to(dt.dtype).contiguous()  # under autocast the forward's output was lower precision
+        xs, c = _OneChunkScan._conv(x, w, bias, rows, dt.dtype)  # recomputed
+        s = F.silu(c)
+        xv, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
         p = X.shape[-1]
         Dv = D[:, None] if D.dim() == 1 else D
-        gD = (gy * x).sum((0, 1))  # (h, p)
+        gD = (gy * xv).sum((0, 1))  # (h, p)
         gD = gD.sum(-1) if D.dim() == 1 else gD
         gyg = gy.view(b, l, g, r, p).transpose(1, 2)
         gC, gB, g_cs, gX, g_dt = _diagonal_backward(gyg, Cg, Bg, cs, X, dtg, ctx.full)
@@ -213,12 +225,16 @@ class _OneChunkScan(torch.autograd.Function):
         g_dA = g_cs.flip(-1).cumsum(-1).flip(-1).transpose(-1, -2)  # (b, g, l, r)
         g_dt = (g_dt + g_dA * A.view(g, 1, r)).transpose(1, 2).reshape(b, l, h)
         gA = (g_dA * dtg).sum((0, 2)).reshape(h)
-        gs = torch.empty_like(s)
+        gs = s  # silu(c) is not needed any more: its buffer takes the gradient
         d_ssm = h * p
         gs[..., :d_ssm].view(b, l, g, r, p).copy_(gX.transpose(1, 2)).view(b, l, h, p).addcmul_(gy, Dv)
         gs[..., d_ssm:d_ssm + g * n].view(b, l, g, n).copy_(gB.transpose(1, 2))
         gs[..., d_ssm + g * n:].view(b, l, g, n).copy_(gC.transpose(1, 2))
-        return torch.ops.aten.silu_backward(gs, c), g_dt, gA, gD, None, None
+        gc = torch.ops.aten.silu_backward(gs, c)
+        gx, gw, gb = _conv_backward(gc, xs, w, bias is not None)
+        if rows is not None:
+            gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
+        return gx, gw, gb, None, g_dt, gA, gD, None, None
 
 
 def _chunk_scan_full(x, dt, A, B, C, T, initial_states, need_final):
@@ -415,31 +431,28 @@ class _CausalConvSiLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w, bias, rows, activation):
+    def forward(ctx, x, w, bias, rows):
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
         out = _conv_forward(xs, w, bias)
-        ctx.save_for_backward(x, w, out if activation else None)
+        ctx.save_for_backward(x, w, out)
         ctx.has_bias, ctx.rows = bias is not None, rows
-        return F.silu(out) if activation else out
+        return F.silu(out)
 
     @staticmethod
     def backward(ctx, g):
         x, w, out = ctx.saved_tensors
         rows = ctx.rows
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
-        if out is not None:
-            g = torch.ops.aten.silu_backward(g, out)
-        gx, gw, gb = _conv_backward(g, xs, w, ctx.has_bias)
+        gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(g, out), xs, w, ctx.has_bias)
         if rows is not None:
             gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None
 
 
-def causal_conv1d_silu(x, w, bias, rows=None, activation=True):
+def causal_conv1d_silu(x, w, bias, rows=None):
     """silu(depthwise causal conv along the length): x (b, l, c), w (c, k), bias (c,) -> (b, l, c); with
-    ``rows`` (see ``_CausalConvSiLU``) the sequences are x's rows gathered by rows[0], rows[3] long;
-    ``activation=False``: the convolution alone (its consumer applies the SiLU)."""
-    return _CausalConvSiLU.apply(x, w, bias, rows, activation)
+    ``rows`` (see ``_CausalConvSiLU``) the sequences are x's rows gathered by rows[0], rows[3] long."""
+    return _CausalConvSiLU.apply(x, w, bias, rows)
 
 
 def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -449,26 +462,40 @@ def causal_conv1d(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -
 
 class _GatedRMSNorm(torch.autograd.Function):
     """sum over ``dim`` of rmsnorm(y * silu(z)) * weight, per group of ``group_size`` channels (z broadcasts
-    to y; ``dim`` None: no sum). Hand-written backward that keeps y, z and the per-group scale only and
-    recomputes the rest (autograd would keep y * silu(z), its square, the normed value and the sum)."""
+    to y; ``dim`` None: no sum), then the output projection ``proj_w`` (+ ``proj_b``) when one is given.
+
+    Hand-written backward that keeps y, z and the per-group scale only and recomputes the rest: autograd
+    would keep y * silu(z), its square, the normed value and the sum, and the projection would keep its
+    input (the normed sum), which the backward recomputes anyway on its way to y's gradient."""
 
     @staticmethod
-    def forward(ctx, y, z, weight, group_size, eps, dim):
+    def forward(ctx, y, z, weight, group_size, eps, dim, proj_w=None, proj_b=None):
         v = (y * F.silu(z)).unflatten(-1, (-1, group_size))  # (..., groups, group_size)
         # one reading pass (pow + mean would write v**2 first)
         r = torch.linalg.vector_norm(v, dim=-1, keepdim=True).square_().div_(group_size).add_(eps).rsqrt_()
         n = v.mul_(r).flatten(-2)
-        out = n.sum(dim) if dim is not None else n
-        ctx.save_for_backward(y, z, weight, r)
-        ctx.group_size, ctx.dim = group_size, dim
-        return out.mul_(weight)
+        out = (n.sum(dim) if dim is not None else n).mul_(weight)
+        ctx.save_for_backward(y, z, weight, r, proj_w)
+        ctx.group_size, ctx.dim, ctx.has_proj_b = group_size, dim, proj_b is not None
+        return out if proj_w is None else F.linear(out, proj_w, proj_b)
 
     @staticmethod
     def backward(ctx, g):
-        y, z, weight, r = ctx.saved_tensors
+        y, z, weight, r, proj_w = ctx.saved_tensors
         gs, dim = ctx.group_size, ctx.dim
         sz = F.silu(z)
         n = (y * sz).unflatten(-1, (-1, gs)).mul_(r)  # the normed value, recomputed
+        gpw = gpb = None
+        if proj_w is not None:
+            # Under autocast the projection ran in a lower precision; its backward runs in y's dtype.
+            dtype = torch.promote_types(g.dtype, y.dtype)
+            g = g.to(dtype)
+            if ctx.needs_input_grad[6]:
+                normed = (n.flatten(-2).sum(dim) if dim is not None else n.flatten(-2)) * weight  # its input
+                gpw = (g.flatten(0, -2).transpose(0, 1) @ normed.flatten(0, -2).to(dtype)).to(proj_w.dtype)
+            if ctx.has_proj_b and ctx.needs_input_grad[7]:
+                gpb = g.flatten(0, -2).sum(0).to(proj_w.dtype)
+            g = g @ proj_w.to(dtype)
         if dim is not None:
             g = g.unsqueeze(dim)  # the same gradient reaches every summed scan
         gw = (g * n.flatten(-2)).flatten(0, -2).sum(0) if ctx.needs_input_grad[2] else None
@@ -479,12 +506,13 @@ class _GatedRMSNorm(torch.autograd.Function):
         gz = None
         if ctx.needs_input_grad[1]:
             gz = torch.ops.aten.silu_backward((gv * y).sum_to_size(z.shape), z)
-        return gy, gz, gw, None, None, None
+        return gy, gz, gw, None, None, None, gpw, gpb
 
 
-def gated_rmsnorm(y, z, weight, group_size, eps, dim=None):
-    """rmsnorm(y * silu(z)) * weight per group (mamba_ssm's norm_before_gate=False), summed over ``dim``."""
-    return _GatedRMSNorm.apply(y, z, weight, group_size, eps, dim)
+def gated_rmsnorm(y, z, weight, group_size, eps, dim=None, proj_w=None, proj_b=None):
+    """rmsnorm(y * silu(z)) * weight per group (mamba_ssm's norm_before_gate=False), summed over ``dim``,
+    then projected by ``proj_w`` (+ ``proj_b``) if given (F.linear)."""
+    return _GatedRMSNorm.apply(y, z, weight, group_size, eps, dim, proj_w, proj_b)
 
 
 class RMSNormGated(nn.Module):
@@ -611,47 +639,52 @@ class Mamba2(nn.Module):
         are xBC's rows gathered by index, ``length`` long (see ``_CausalConvSiLU``); dt is given gathered."""
         ops = fused_ops(xBC.device)
         w = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # fp16-safe
+        D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
         length = rows[3] if rows is not None else xBC.shape[1]
-        # One chunk, no states (every MedSora scan at the benchmark's sizes): the scan applies the SiLU
-        # itself and keeps only the convolution's output (``_OneChunkScan``).
-        one_chunk = (ops is None and 1 < length <= min(self.chunk_size, CPU_BLOCK) and initial_states is None
-                     and not return_final_states)
+        if ops is None and 1 < length <= min(self.chunk_size, CPU_BLOCK) and initial_states is None \
+                and not return_final_states:
+            # One chunk, no states (every MedSora scan at the benchmark's sizes): convolution, SiLU and scan
+            # in one function that keeps only its inputs (``_OneChunkScan``).
+            odt = torch.promote_types(xBC.dtype, w.dtype)  # the convolution's output dtype
+            dtype = odt if odt in (torch.float32, torch.float64) else torch.float32
+            dt = self._dt(dt).to(dtype)
+            y = _OneChunkScan.apply(xBC, w, self.conv1d.bias, rows, dt, A.to(dtype), D.to(dtype), self.ngroups,
+                                    self.d_state)
+            return y.reshape(dt.shape[0], length, self.d_ssm).to(odt)
         if ops is not None and ops.conv1d is not None:
             if rows is not None:
                 xBC = gather_rows(xBC, rows[0]).view(-1, rows[3], xBC.shape[-1])
             xBC = ops.conv1d(conv1d_input(xBC), w, self.conv1d.bias, activation="silu").transpose(1, 2)
         else:
-            xBC = causal_conv1d_silu(xBC, w, self.conv1d.bias, rows, activation=not one_chunk)
+            xBC = causal_conv1d_silu(xBC, w, self.conv1d.bias, rows)
         b, l, _ = xBC.shape
-        # x, B, C: views of the activated conv output (of its pre-activation when one_chunk, unused then)
+        # x, B, C: views of the activated conv output
         x, B, C = torch.split(xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
         x = x.reshape(b, l, self.nheads, self.headdim)
         B = B.reshape(b, l, self.ngroups, self.d_state)
         C = C.reshape(b, l, self.ngroups, self.d_state)
-        A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # fp16-safe
-        D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
         if ops is not None and l > 1:
             x, dt, B, C = (v.contiguous() for v in (x, dt, B, C))  # the triton kernels want dense inputs
             out = fused_chunk_scan(ops.chunk_scan, x, dt, A, B, C, fused_chunk_size(self.chunk_size, l), D=D,
                                    dt_bias=self.dt_bias, dt_softplus=True, dt_limit=self.dt_limit,
                                    initial_states=initial_states, return_final_states=return_final_states)
         else:
-            dt = F.softplus(dt + self.dt_bias)
-            if self.dt_limit != (0.0, float("inf")):
-                dt = dt.clamp(*self.dt_limit)
+            dt = self._dt(dt)
             dtype = xBC.dtype if xBC.dtype in (torch.float32, torch.float64) else torch.float32
-            if one_chunk:
-                out = _OneChunkScan.apply(xBC.to(dtype), dt.to(dtype), A.to(dtype), D.to(dtype), self.ngroups,
-                                          self.d_state)
-            else:
-                args = (x.to(dtype), dt.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype))
-                kw = dict(D=D.to(dtype), initial_states=initial_states, return_final_states=return_final_states)
-                # Length 1 (each joint-training image): the closed form, no chunk machinery.
-                out = (ssd_chunk_scan(*args, min(self.chunk_size, CPU_BLOCK), **kw) if l > 1
-                       else ssd_step(*args, **kw))
+            args = (x.to(dtype), dt.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype))
+            kw = dict(D=D.to(dtype), initial_states=initial_states, return_final_states=return_final_states)
+            # Length 1 (each joint-training image): the closed form, no chunk machinery.
+            out = (ssd_chunk_scan(*args, min(self.chunk_size, CPU_BLOCK), **kw) if l > 1
+                   else ssd_step(*args, **kw))
         y, state = out if return_final_states else (out, None)
         y = y.reshape(b, l, self.d_ssm).to(xBC.dtype)
         return (y, state) if return_final_states else y
+
+    def _dt(self, dt):
+        """softplus(dt + dt_bias), clamped to dt_limit when one is set."""
+        dt = F.softplus(dt + self.dt_bias)
+        return dt.clamp(*self.dt_limit) if self.dt_limit != (0.0, float("inf")) else dt
 
     def gate_norm(self, y, z):
         """Gated RMSNorm (or plain gating when rmsnorm=False)."""
@@ -663,6 +696,19 @@ class Mamba2(nn.Module):
             return self.gate_norm(y, z).sum(dim)
         return gated_rmsnorm(y, z, self.norm.weight, self.norm.group_size, self.norm.eps, dim)
 
+    def gate_norm_out(self, y, z, dim=None):
+        """out_proj(gate_norm(y, z)), summed over ``dim`` of y first if given (scans sharing the gate z).
+
+        The gated RMSNorm and a plain ``nn.Linear`` out_proj are one function whose backward recomputes
+        the projection's input instead of keeping it; an out_proj that was replaced or has hooks (LoRA,
+        profilers) is called as a module."""
+        op = self.out_proj
+        if (self.rmsnorm and not self.norm_before_gate and type(op) is nn.Linear
+                and not (op._forward_hooks or op._forward_pre_hooks or op._backward_hooks)):
+            return gated_rmsnorm(y, z, self.norm.weight, self.norm.group_size, self.norm.eps, dim,
+                                 op.weight, op.bias)
+        return op(self.gate_norm(y, z) if dim is None else self.gate_norm_sum(y, z, dim))
+
     def forward(self, u, initial_states=None, return_final_states=False):
         """u: (B, L, d_model) -> (B, L, d_model) [, final SSM state (B, nheads, headdim, d_state)]."""
         if u.dim() != 3 or u.shape[-1] != self.d_model:
@@ -671,8 +717,8 @@ class Mamba2(nn.Module):
         z0, x0, z, xBC, dt = self.split_projection(zxbcdt)
         out = self.ssm(xBC, dt, initial_states, return_final_states)
         y, state = out if return_final_states else (out, None)
-        y = self.gate_norm(y, z)
-        if x0.shape[-1] > 0:
-            y = torch.cat([F.silu(z0) * x0, y], dim=-1)
-        y = self.out_proj(y)
+        if x0.shape[-1] > 0:  # the gated-MLP part
+            y = self.out_proj(torch.cat([F.silu(z0) * x0, self.gate_norm(y, z)], dim=-1))
+        else:
+            y = self.gate_norm_out(y, z)
         return (y, state) if return_final_states else y

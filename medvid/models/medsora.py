@@ -80,8 +80,8 @@ class SpiralMamba(nn.Module):
         self.orders = (order % NUM_ORDERS, order % NUM_ORDERS + 1)  # a spiral and its reverse
 
     def _scan(self, xbcdt: torch.Tensor, z: torch.Tensor, f: int, h: int, w: int) -> torch.Tensor:
-        """xbcdt (B, f*h*w, E), z (B, f*h*w, d_inner) in token order -> (B, 2, f*h*w, d_inner): the
-        rows and the columns grouping, each the sum of its two gated-normed scans."""
+        """xbcdt (B, f*h*w, E), z (B, f*h*w, d_inner) in token order -> (B, 2, f*h*w, D): the rows and
+        the columns grouping, each the out_proj of the sum of its two gated-normed scans."""
         b, m = xbcdt.shape[0], self.mixer
         out = []
         # One gather lists every scan's sequences (all four when the grid is square: equal lengths).
@@ -92,7 +92,8 @@ class SpiralMamba(nn.Module):
             dts = _Gather.apply(dt, gather, inverse, s).view(-1, length, m.nheads)
             y = m.ssm(xbc, dts, rows=(gather, inverse, s, length)).view(b, -1, m.d_inner)  # (B, S*f*h*w, d_inner)
             y = _Gather.apply(y, inverse, placed, 1).view(b, s // 2, 2, -1, m.d_inner)  # back in token order
-            out.append(m.gate_norm_sum(y, z[:, None, None], dim=2))  # (B, S/2, f*h*w, d_inner)
+            # out_proj is linear: each grouping's two directions are summed before projecting.
+            out.append(m.gate_norm_out(y, z[:, None, None], dim=2))  # (B, S/2, f*h*w, D)
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def forward(self, u: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -108,9 +109,7 @@ class SpiralMamba(nn.Module):
         if ni:  # each image alone: (B*num_images, 1, H, W, .)
             y = self._scan(xbcdt[:, fv:].reshape(b * ni, n, -1), z[:, fv:].reshape(b * ni, n, -1), 1, hh, ww)
             ys.append(rearrange(y, "(b f) g n e -> b g f n e", b=b))
-        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=2)  # (B, 2, F, N, d_inner)
-        # out_proj is linear, so each grouping's two directions were summed before projecting.
-        y = self.mixer.out_proj(y)  # (B, 2, F, N, D)
+        y = ys[0] if len(ys) == 1 else torch.cat(ys, dim=2)  # (B, 2, F, N, D)
         return self.gated_fusion(y[:, 0], y[:, 1])
 
 

@@ -197,22 +197,51 @@ def test_conv_silu_of_gathered_rows_equals_torch_with_gradients(batch, fold):
     assert torch.allclose(plain, ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("group_size,dim", [(8, None), (4, 2)])
-def test_gated_rmsnorm_forward_and_backward_equal_autograd_of_the_formula(group_size, dim):
+@pytest.mark.parametrize("group_size,dim,proj", [(8, None, None), (4, 2, None), (8, None, "bias"), (4, 2, "no bias")])
+def test_gated_rmsnorm_forward_and_backward_equal_autograd_of_the_formula(group_size, dim, proj):
+    # With a projection (the mixer's out_proj folded in), its input is recomputed in the backward.
     from medvid.models.mamba2 import gated_rmsnorm
 
     gen = torch.Generator().manual_seed(4)
     y = torch.randn(2, 2, 2, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     z = torch.randn(2, 1, 1, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(8, generator=gen, dtype=torch.float64, requires_grad=True)
+    pw = torch.randn(3, 8, generator=gen, dtype=torch.float64, requires_grad=True) if proj else None
+    pb = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True) if proj == "bias" else None
     v = (y * torch.nn.functional.silu(z)).unflatten(-1, (-1, group_size))
     ref = (v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5)).flatten(-2)
     ref = (ref.sum(dim) if dim is not None else ref) * w
-    out = gated_rmsnorm(y, z, w, group_size, 1e-5, dim)
-    assert torch.allclose(out, ref, atol=1e-12)
+    if proj:
+        ref = torch.nn.functional.linear(ref, pw, pb)
+    out = gated_rmsnorm(y, z, w, group_size, 1e-5, dim, pw, pb)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
     g = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    for a, r in zip(torch.autograd.grad(out, (y, z, w), g), torch.autograd.grad(ref, (y, z, w), g)):
+    inputs = [t for t in (y, z, w, pw, pb) if t is not None]
+    for a, r in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
         assert torch.allclose(a, r, atol=1e-12)
+
+
+def test_out_proj_with_hooks_or_replaced_is_called_as_a_module():
+    # The gated norm and out_proj are one function only for a plain Linear without hooks: a hook (a
+    # profiler, feature extraction) still sees the call, and a replaced out_proj (LoRA) is used.
+    torch.manual_seed(7)
+    m = Mamba2(d_model=16, d_state=8, headdim=4).double()
+    u = torch.randn(2, 6, 16, dtype=torch.float64)
+    fused = m(u)
+    seen = []
+    handle = m.out_proj.register_forward_hook(lambda mod, a, o: seen.append(a[0].shape))
+    hooked = m(u)
+    handle.remove()
+    assert seen == [(2, 6, 32)] and torch.allclose(fused, hooked, atol=1e-12)
+
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    plain = m.out_proj
+    m.out_proj = Scaled(32, 16, bias=False).double()
+    m.out_proj.weight.data.copy_(plain.weight)
+    assert torch.allclose(m(u), 2 * fused, atol=1e-12)
 
 
 @pytest.mark.parametrize("limit", [0.0, 4.0, float("inf")])  # every head full, mixed, every head factored
