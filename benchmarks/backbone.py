@@ -43,15 +43,22 @@ LENGTHS = {"quick": [48, 256, 1024, 4096], "full": [48, 128, 256, 512, 1024, 204
 HOST = {"system_malloc": False, "optimizer_loop": False}
 
 
-def configure_host(system_malloc: bool = False, optimizer_loop: bool = False) -> dict:
-    """Set this process up as ``medvid train`` on a CPU does (malloc keeps freed memory, fused AdamW), or
-    with glibc's and torch.optim's defaults; returns what is in effect."""
+def configure_host(system_malloc: bool = False, optimizer_loop: bool = False, eager_conv: bool = False) -> dict:
+    """Set this process up as ``medvid train`` on a CPU does (malloc keeps freed memory, fused AdamW, medvid's
+    CPU convolution kernel), or with glibc's, torch.optim's and eager PyTorch's defaults; returns what is in
+    effect. The kernel is built (or loaded) here, before anything is timed."""
+    import medvid.models.kernels as kernels
     from medvid.utils.host import reuse_freed_memory
 
     HOST.update(system_malloc=system_malloc, optimizer_loop=optimizer_loop)
     reused = False if system_malloc else reuse_freed_memory()
+    if eager_conv:  # also for the model packages of other revisions that --against imports
+        os.environ["MEDVID_CPU_KERNELS"] = "0"
+        kernels._CPU = None
+    kernel = not eager_conv and kernels.cpu_conv_ops() is not None
     return dict(malloc="keeps freed memory" if reused else "system default",
-                optimizer="AdamW per-tensor loop" if optimizer_loop else "AdamW fused")
+                optimizer="AdamW per-tensor loop" if optimizer_loop else "AdamW fused",
+                conv="medvid CPU kernel" if kernel else "eager PyTorch")
 
 
 def make_optimizer(model):
@@ -256,13 +263,15 @@ def main(argv=None) -> int:
                     help="glibc's default malloc (large tensors page-faulted anew each step) instead of the trainer's")
     ap.add_argument("--optimizer-loop", action="store_true",
                     help="torch.optim's per-tensor AdamW loop instead of the trainer's fused kernel")
+    ap.add_argument("--eager-conv", action="store_true",
+                    help="MedSora's convolution + SiLU in eager PyTorch instead of medvid's CPU kernel")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backbone.json"))
     args = ap.parse_args(argv)
     mode = "full" if args.full else "quick"
 
-    host = configure_host(args.system_malloc, args.optimizer_loop)
+    host = configure_host(args.system_malloc, args.optimizer_loop, args.eager_conv)
     print(f"backbones ({mode}, batch {args.batch}, {args.threads} threads, median of {args.reps} steps; "
-          f"malloc: {host['malloc']}, {host['optimizer']})", flush=True)
+          f"malloc: {host['malloc']}, {host['optimizer']}, convolution: {host['conv']})", flush=True)
     torch.set_num_threads(args.threads)
     rows = []
     for frames, res in ([] if args.mixer_only else SHAPES[mode]):

@@ -203,11 +203,12 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--system-malloc", action="store_true", help="glibc's default malloc (see backbone.py)")
     ap.add_argument("--optimizer-loop", action="store_true", help="per-tensor AdamW loop (see backbone.py)")
+    ap.add_argument("--eager-conv", action="store_true", help="no CPU convolution kernel (see backbone.py)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "medsora_profile.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    host = configure_host(args.system_malloc, args.optimizer_loop)
-    print(f"malloc: {host['malloc']}, {host['optimizer']}", flush=True)
+    host = configure_host(args.system_malloc, args.optimizer_loop, args.eager_conv)
+    print(f"malloc: {host['malloc']}, {host['optimizer']}, convolution: {host['conv']}", flush=True)
     import medvid.models as now
 
     result = dict(threads=args.threads, torch=torch.__version__, host=host, profiles=[], interleaved=[])

@@ -28,3 +28,16 @@ def _isolated_medvid_logger():
             h.close()
     logger.handlers[:] = saved[0]
     logger.propagate, logger.level = saved[1], saved[2]
+
+
+@pytest.fixture(params=["kernel", "eager"])
+def conv_path(request, monkeypatch):
+    """Run a test with medvid's CPU convolution kernels and again with the eager PyTorch convolution.
+    (tests/models/test_cpu_kernels.py fails if the kernels do not build here.)"""
+    import medvid.models.kernels as kernels
+
+    if request.param == "eager":
+        monkeypatch.setattr(kernels, "_CPU", None)
+    elif kernels.cpu_conv_ops() is None:
+        pytest.skip("medvid's CPU kernels are not built on this machine")
+    return request.param

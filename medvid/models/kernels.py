@@ -1,19 +1,69 @@
-"""The one place that looks for fused Mamba kernels (mamba_ssm, causal_conv1d).
+"""The one place that looks for fused kernels.
 
-They are used only for CUDA tensors and only when they import; everything else runs the
-pure-PyTorch path in ``mamba2.py``, which is always present and always tested. The choice is
-logged once per process.
+* CUDA: mamba_ssm's SSD scan and causal_conv1d's convolution, used only for CUDA tensors and only when
+  they import.
+* CPU: medvid's own convolution + SiLU over gathered rows (``csrc/causal_conv_silu.cpp``), built on
+  first use by torch's C++ extension loader (once per machine, under ``TORCH_EXTENSIONS_DIR``, about a
+  minute on two cores) and used for float32/float64 tensors. ``MEDVID_CPU_KERNELS=0`` switches it off;
+  without a C++ compiler it is skipped with one log line.
+
+Everything else runs the pure-PyTorch path in ``mamba2.py``, which is always present and always tested.
+The choices are logged once per process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import platform
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 _log = logging.getLogger("medvid.models")
 _FUSED: SimpleNamespace | None | bool = False  # False = not probed yet, None = unavailable
+_CPU: object | None | bool = False
+CPU_SOURCE = Path(__file__).with_name("csrc") / "causal_conv_silu.cpp"
+CPU_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+
+
+def _cpu_signature() -> str:
+    """What the build depends on besides its source (torch's loader hashes that): the CPU's instruction
+    sets (-march=native) and torch's version, so machines sharing a cache directory do not share a build."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = line
+                break
+    except OSError:
+        flags = platform.processor()
+    return hashlib.sha1(f"{flags}|{torch.__version__}".encode()).hexdigest()[:10]
+
+
+def cpu_conv_ops():
+    """The CPU convolution kernels (``forward``, ``backward``, ``fold_rows``), or None: switched off,
+    or no compiler. Built on the first call of a process that needs them."""
+    global _CPU
+    if _CPU is False:
+        if os.environ.get("MEDVID_CPU_KERNELS", "1") == "0":
+            _CPU = None
+            _log.info("medvid CPU kernels switched off (MEDVID_CPU_KERNELS=0): eager PyTorch convolution")
+            return None
+        try:
+            from torch.utils.cpp_extension import load
+
+            _log.info("medvid CPU kernels: loading %s (the first time on a machine it is compiled: about a minute)",
+                      CPU_SOURCE.name)
+            _CPU = load(name=f"medvid_cpu_{_cpu_signature()}", sources=[str(CPU_SOURCE)], extra_cflags=CPU_FLAGS,
+                        extra_ldflags=["-fopenmp"], verbose=False)
+        except Exception as exc:  # no compiler or ninja, a failed build
+            _CPU = None
+            _log.warning("medvid CPU kernels could not be built (%s); using the eager PyTorch convolution "
+                         "(slower; set MEDVID_CPU_KERNELS=0 to skip trying)", str(exc).splitlines()[0][:300])
+    return _CPU
 
 
 def fused_ops(device: torch.device) -> SimpleNamespace | None:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import fused_ops
+from .kernels import cpu_conv_ops, fused_ops
 
 
 # Block length of the PyTorch scan. The block decomposition is exact for any block length, so this is
@@ -178,7 +178,7 @@ class _OneChunkScan(torch.autograd.Function):
 
     @staticmethod
     def _conv(x, w, bias, rows, dtype):
-        """The gathered sequences and their convolution's output in the scan's dtype."""
+        """The gathered sequences and their convolution's output in the scan's dtype (eager PyTorch)."""
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
         return xs, _conv_forward(xs, w, bias).to(dtype)
 
@@ -196,8 +196,12 @@ class _OneChunkScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bias, rows, dt, A, D, g, n):
         b, l, h = dt.shape
-        _, c = _OneChunkScan._conv(x, w, bias, rows, dt.dtype)
-        xv, X, Bg, Cg, dtg, cs = _OneChunkScan._views(F.silu(c), dt, A, g, h, n)
+        ops = _cpu_conv(x, w, dt.dtype)
+        if ops is not None:
+            s = _kernel_conv_silu(ops, x, w, bias, rows)
+        else:
+            s = F.silu(_OneChunkScan._conv(x, w, bias, rows, dt.dtype)[1])
+        xv, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
         y, full = _diagonal_forward(Cg, Bg, cs, X, dtg)  # (b, g, l, r, p)
         y = y.transpose(1, 2).reshape(b, l, h, -1)
         y.addcmul_(xv, D[:, None] if D.dim() == 1 else D)
@@ -212,8 +216,12 @@ class _OneChunkScan(torch.autograd.Function):
         b, l, h = dt.shape
         r = h // g
         gy = gy.to(dt.dtype).contiguous()  # under autocast the forward's output was lower precision
-        xs, c = _OneChunkScan._conv(x, w, bias, rows, dt.dtype)  # recomputed
-        s = F.silu(c)
+        ops = _cpu_conv(x, w, dt.dtype)
+        if ops is not None:  # recomputed
+            s = _kernel_conv_silu(ops, x, w, bias, rows)
+        else:
+            xs, c = _OneChunkScan._conv(x, w, bias, rows, dt.dtype)
+            s = F.silu(c)
         xv, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
         p = X.shape[-1]
         Dv = D[:, None] if D.dim() == 1 else D
@@ -230,10 +238,12 @@ class _OneChunkScan(torch.autograd.Function):
         gs[..., :d_ssm].view(b, l, g, r, p).copy_(gX.transpose(1, 2)).view(b, l, h, p).addcmul_(gy, Dv)
         gs[..., d_ssm:d_ssm + g * n].view(b, l, g, n).copy_(gB.transpose(1, 2))
         gs[..., d_ssm + g * n:].view(b, l, g, n).copy_(gC.transpose(1, 2))
-        gc = torch.ops.aten.silu_backward(gs, c)
-        gx, gw, gb = _conv_backward(gc, xs, w, bias is not None)
-        if rows is not None:
-            gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
+        if ops is not None:
+            gx, gw, gb = _kernel_conv_silu_backward(ops, gs, x, w, bias, rows)
+        else:
+            gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(gs, c), xs, w, bias is not None)
+            if rows is not None:
+                gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
         return gx, gw, gb, None, g_dt, gA, gD, None, None
 
 
@@ -393,6 +403,45 @@ def gather_rows_back(g: torch.Tensor, back: torch.Tensor, fold: int) -> torch.Te
     return g.view(g.shape[0], fold, -1, g.shape[-1]).sum(1) if fold > 1 else g
 
 
+def _cpu_conv(x, w, dtype=None):
+    """medvid's CPU convolution kernels when they apply: CPU tensors, x and w (and ``dtype``, the result's)
+    of one dtype, float32 or float64; else None (the eager convolution below)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or w.dtype != x.dtype:
+        return None
+    if dtype is not None and dtype != x.dtype:
+        return None
+    return cpu_conv_ops()
+
+
+def _kernel_rows(x, rows):
+    """x (B, M, C) as the kernels read it: (B*M, C) with unit channel stride, the flat gather index of
+    ``rows`` (None: the sequences are x's own rows), the number of sequences and their length."""
+    xf = x.reshape(-1, x.shape[-1])
+    if xf.stride(-1) != 1:
+        xf = xf.contiguous()
+    if rows is None:
+        return xf, None, x.shape[0], x.shape[1]
+    index, length = rows[0], rows[3]
+    if x.shape[0] > 1:
+        index = (index + torch.arange(0, xf.shape[0], x.shape[1], device=index.device)[:, None]).reshape(-1)
+    return xf, index.contiguous(), index.numel() // length, length
+
+
+def _kernel_conv_silu(ops, x, w, bias, rows, activation=True):
+    """silu(conv) (or the conv alone) of x's sequences by the CPU kernel: (sequences, length, C)."""
+    xf, index, nseq, length = _kernel_rows(x, rows)
+    return ops.forward(xf, index, nseq, length, w, bias, activation).view(nseq, length, x.shape[-1])
+
+
+def _kernel_conv_silu_backward(ops, g, x, w, bias, rows, activation=True):
+    """The gradients of x (its own shape: the gathered copies summed back), w and bias from g, the
+    gradient at ``_kernel_conv_silu``'s output; the convolution is recomputed, nothing was kept."""
+    xf, index, nseq, length = _kernel_rows(x, rows)
+    gx, gw, gb = ops.backward(g.reshape(-1, x.shape[-1]), xf, index, nseq, length, w, bias, activation)
+    gx = gx.view(x.shape) if rows is None else ops.fold_rows(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
+    return gx, gw, gb if bias is not None else None
+
+
 def _conv_forward(x, w, bias):
     k, l = w.shape[1], x.shape[1]
     out = x * w[:, k - 1] if bias is None else torch.addcmul(bias, x, w[:, k - 1])
@@ -428,20 +477,32 @@ class _CausalConvSiLU(torch.autograd.Function):
     rows of x (B, M, C) gathered by ``index`` (MedSora's spiral scans: (B*S*lines, length, C)); the
     gathered copy is not kept but gathered again in the backward (x is alive anyway: it is a view of
     the input projection), and its gradient goes back through ``back``, the ``fold`` copies summed.
+    On the CPU in float32/float64 medvid's kernel (``kernels.cpu_conv_ops``) does gather, taps and SiLU
+    in one pass, and its backward likewise, keeping only x and the weights.
     """
 
     @staticmethod
     def forward(ctx, x, w, bias, rows):
+        ctx.has_bias, ctx.rows = bias is not None, rows
+        ops = _cpu_conv(x, w)
+        if ops is not None:  # one pass; the backward recomputes the convolution (nothing kept)
+            ctx.save_for_backward(x, w, bias)
+            ctx.kernel = True
+            return _kernel_conv_silu(ops, x, w, bias, rows)
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
         out = _conv_forward(xs, w, bias)
         ctx.save_for_backward(x, w, out)
-        ctx.has_bias, ctx.rows = bias is not None, rows
+        ctx.kernel = False
         return F.silu(out)
 
     @staticmethod
     def backward(ctx, g):
-        x, w, out = ctx.saved_tensors
         rows = ctx.rows
+        if ctx.kernel:
+            x, w, bias = ctx.saved_tensors
+            gx, gw, gb = _kernel_conv_silu_backward(cpu_conv_ops(), g, x, w, bias, rows)
+            return gx, gw, gb, None
+        x, w, out = ctx.saved_tensors
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
         gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(g, out), xs, w, ctx.has_bias)
         if rows is not None:

@@ -133,7 +133,7 @@ def test_spiral_branch_equals_four_full_mamba_passes(hw, num_images, block):
 
 
 @pytest.mark.parametrize("hw,num_images", [((4, 4), 1), ((2, 4), 0)])
-def test_spiral_branch_gradients_equal_four_full_mamba_passes(hw, num_images):
+def test_spiral_branch_gradients_equal_four_full_mamba_passes(hw, num_images, conv_path):
     m = create_model("medsora-s", **TINY).double()
     sm = _wake(m).blocks[1].spatial_mamba
     u = torch.randn(2, 3 + num_images, hw[0] * hw[1], 64, dtype=torch.float64, requires_grad=True)

@@ -117,7 +117,7 @@ def test_parameter_names_and_count_match_mamba_ssm():
     assert torch.all(dt >= 1e-4 - 1e-7) and torch.all(dt <= 0.1 + 1e-6)
 
 
-def test_mixer_float64_matches_recurrence_and_final_state():
+def test_mixer_float64_matches_recurrence_and_final_state(conv_path):
     torch.manual_seed(2)
     m = Mamba2(d_model=16, d_state=8, headdim=4, chunk_size=4).double()
     u = torch.randn(1, 11, 16, dtype=torch.float64)
@@ -171,7 +171,7 @@ def test_causal_conv_equals_torch_conv1d_with_gradients(length):
 
 
 @pytest.mark.parametrize("batch,fold", [(1, 1), (2, 2), (2, 3)])
-def test_conv_silu_of_gathered_rows_equals_torch_with_gradients(batch, fold):
+def test_conv_silu_of_gathered_rows_equals_torch_with_gradients(batch, fold, conv_path):
     # MedSora's spiral scans: the convolution reads rows of the projection gathered by an index (each row
     # ``fold`` times), gathers them again in its backward and sends the gradient back through the inverse.
     from medvid.models.mamba2 import causal_conv1d_silu
@@ -295,7 +295,7 @@ def _mixer_reference(m: Mamba2, u):
 
 @pytest.mark.parametrize("ngroups,length,chunk,d_has_hdim", [(1, 12, 16, False), (2, 9, 256, True),
                                                              (1, 40, 16, False)])
-def test_mixer_gradients_equal_recurrence(ngroups, length, chunk, d_has_hdim, monkeypatch):
+def test_mixer_gradients_equal_recurrence(ngroups, length, chunk, d_has_hdim, monkeypatch, conv_path):
     # Lengths within one chunk take _OneChunkScan (SiLU recomputed in its backward); longer ones the
     # chunked scan. Both against autograd through the definition, in float64.
     import medvid.models.mamba2 as mm
