@@ -55,7 +55,7 @@ def configure_host(system_malloc: bool = False, optimizer_loop: bool = False, ea
     if eager_conv:  # also for the model packages of other revisions that --against imports
         os.environ["MEDVID_CPU_KERNELS"] = "0"
         kernels._CPU = None
-    kernel = not eager_conv and kernels.cpu_conv_ops() is not None
+    kernel = not eager_conv and kernels.cpu_ops() is not None
     return dict(malloc="keeps freed memory" if reused else "system default",
                 optimizer="AdamW per-tensor loop" if optimizer_loop else "AdamW fused",
                 conv="medvid CPU kernel" if kernel else "eager PyTorch")
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     ap.add_argument("--optimizer-loop", action="store_true",
                     help="torch.optim's per-tensor AdamW loop instead of the trainer's fused kernel")
     ap.add_argument("--eager-conv", action="store_true",
-                    help="MedSora's convolution + SiLU in eager PyTorch instead of medvid's CPU kernel")
+                    help="MedSora's convolution + SiLU and gated norm in eager PyTorch instead of medvid's CPU kernels")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "backbone.json"))
     args = ap.parse_args(argv)
     mode = "full" if args.full else "quick"

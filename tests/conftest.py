@@ -32,12 +32,12 @@ def _isolated_medvid_logger():
 
 @pytest.fixture(params=["kernel", "eager"])
 def conv_path(request, monkeypatch):
-    """Run a test with medvid's CPU convolution kernels and again with the eager PyTorch convolution.
+    """Run a test with medvid's CPU kernels (convolution, gated norm) and again with eager PyTorch.
     (tests/models/test_cpu_kernels.py fails if the kernels do not build here.)"""
     import medvid.models.kernels as kernels
 
     if request.param == "eager":
         monkeypatch.setattr(kernels, "_CPU", None)
-    elif kernels.cpu_conv_ops() is None:
+    elif kernels.cpu_ops() is None:
         pytest.skip("medvid's CPU kernels are not built on this machine")
     return request.param

@@ -2,9 +2,9 @@
 
 * CUDA: mamba_ssm's SSD scan and causal_conv1d's convolution, used only for CUDA tensors and only when
   they import.
-* CPU: medvid's own convolution + SiLU over gathered rows (``csrc/causal_conv_silu.cpp``), built on
-  first use by torch's C++ extension loader (once per machine, under ``TORCH_EXTENSIONS_DIR``, about a
-  minute on two cores) and used for float32/float64 tensors. ``MEDVID_CPU_KERNELS=0`` switches it off;
+* CPU: medvid's own kernels (``csrc/mamba_cpu.cpp``): convolution + SiLU over gathered rows, and the
+  gated RMSNorm summed over scans; built on first use by torch's C++ extension loader (once per
+  machine, under ``TORCH_EXTENSIONS_DIR``, about a minute on two cores) and used for float32/float64. ``MEDVID_CPU_KERNELS=0`` switches it off;
   without a C++ compiler it is skipped with one log line.
 
 Everything else runs the pure-PyTorch path in ``mamba2.py``, which is always present and always tested.
@@ -25,7 +25,7 @@ import torch
 _log = logging.getLogger("medvid.models")
 _FUSED: SimpleNamespace | None | bool = False  # False = not probed yet, None = unavailable
 _CPU: object | None | bool = False
-CPU_SOURCE = Path(__file__).with_name("csrc") / "causal_conv_silu.cpp"
+CPU_SOURCE = Path(__file__).with_name("csrc") / "mamba_cpu.cpp"
 CPU_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
 
 
@@ -43,14 +43,15 @@ def _cpu_signature() -> str:
     return hashlib.sha1(f"{flags}|{torch.__version__}".encode()).hexdigest()[:10]
 
 
-def cpu_conv_ops():
-    """The CPU convolution kernels (``forward``, ``backward``, ``fold_rows``), or None: switched off,
-    or no compiler. Built on the first call of a process that needs them."""
+def cpu_ops():
+    """The CPU kernels (``forward``, ``backward``, ``fold_rows``: the convolution; ``norm_forward``,
+    ``norm_backward``: the gated norm), or None: switched off, or no compiler. Built on the first call of a
+    process that needs them."""
     global _CPU
     if _CPU is False:
         if os.environ.get("MEDVID_CPU_KERNELS", "1") == "0":
             _CPU = None
-            _log.info("medvid CPU kernels switched off (MEDVID_CPU_KERNELS=0): eager PyTorch convolution")
+            _log.info("medvid CPU kernels switched off (MEDVID_CPU_KERNELS=0): eager PyTorch")
             return None
         try:
             from torch.utils.cpp_extension import load
@@ -61,8 +62,9 @@ def cpu_conv_ops():
                         extra_ldflags=["-fopenmp"], verbose=False)
         except Exception as exc:  # no compiler or ninja, a failed build
             _CPU = None
-            _log.warning("medvid CPU kernels could not be built (%s); using the eager PyTorch convolution "
-                         "(slower; set MEDVID_CPU_KERNELS=0 to skip trying)", str(exc).splitlines()[0][:300])
+            _log.warning("medvid CPU kernels could not be built (%s); using the eager PyTorch convolution and "
+                         "gated norm (slower; set MEDVID_CPU_KERNELS=0 to skip trying)",
+                         str(exc).splitlines()[0][:300])
     return _CPU
 
 

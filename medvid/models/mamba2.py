@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import cpu_conv_ops, fused_ops
+from .kernels import cpu_ops, fused_ops
 
 
 # Block length of the PyTorch scan. The block decomposition is exact for any block length, so this is
@@ -410,7 +410,7 @@ def _cpu_conv(x, w, dtype=None):
         return None
     if dtype is not None and dtype != x.dtype:
         return None
-    return cpu_conv_ops()
+    return cpu_ops()
 
 
 def _kernel_rows(x, rows):
@@ -477,7 +477,7 @@ class _CausalConvSiLU(torch.autograd.Function):
     rows of x (B, M, C) gathered by ``index`` (MedSora's spiral scans: (B*S*lines, length, C)); the
     gathered copy is not kept but gathered again in the backward (x is alive anyway: it is a view of
     the input projection), and its gradient goes back through ``back``, the ``fold`` copies summed.
-    On the CPU in float32/float64 medvid's kernel (``kernels.cpu_conv_ops``) does gather, taps and SiLU
+    On the CPU in float32/float64 medvid's kernel (``kernels.cpu_ops``) does gather, taps and SiLU
     in one pass, and its backward likewise, keeping only x and the weights.
     """
 
@@ -500,7 +500,7 @@ class _CausalConvSiLU(torch.autograd.Function):
         rows = ctx.rows
         if ctx.kernel:
             x, w, bias = ctx.saved_tensors
-            gx, gw, gb = _kernel_conv_silu_backward(cpu_conv_ops(), g, x, w, bias, rows)
+            gx, gw, gb = _kernel_conv_silu_backward(cpu_ops(), g, x, w, bias, rows)
             return gx, gw, gb, None
         x, w, out = ctx.saved_tensors
         xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
@@ -527,22 +527,52 @@ class _GatedRMSNorm(torch.autograd.Function):
 
     Hand-written backward that keeps y, z and the per-group scale only and recomputes the rest: autograd
     would keep y * silu(z), its square, the normed value and the sum, and the projection would keep its
-    input (the normed sum), which the backward recomputes anyway on its way to y's gradient."""
+    input (the normed sum), which the backward recomputes anyway on its way to y's gradient. On the CPU in
+    float32/float64, for a gate of y's shape or MedSora's (B, G, K, N, D) summed over K, medvid's kernel
+    (``kernels.cpu_ops``) does the norm in one pass each way."""
+
+    @staticmethod
+    def _kernel_layout(y, z, weight, dim, proj_w):
+        """(y (B, G, K, N, D), z (B, N, D)) as medvid's CPU kernel reads them, or None (its eager path):
+        no sum with z of y's shape, or MedSora's (B, G, K, N, D) summed over K with z (B, 1, 1, N, D)."""
+        dt = y.dtype
+        if (y.device.type != "cpu" or dt not in (torch.float32, torch.float64) or z.dtype != dt
+                or weight.dtype != dt or (proj_w is not None and proj_w.dtype != dt)):
+            return None
+        d = y.shape[-1]
+        if dim is None and z.shape == y.shape:
+            y5, z3 = y.reshape(1, 1, 1, -1, d), z.reshape(1, -1, d)
+        elif dim is not None and y.dim() == 5 and dim % 5 == 2 and z.shape == (y.shape[0], 1, 1, y.shape[3], d):
+            y5, z3 = y, z[:, 0, 0]
+        else:
+            return None
+        if cpu_ops() is None:
+            return None
+        return y5.contiguous(), z3 if z3.stride(-1) == 1 else z3.contiguous()
 
     @staticmethod
     def forward(ctx, y, z, weight, group_size, eps, dim, proj_w=None, proj_b=None):
+        ctx.group_size, ctx.dim, ctx.has_proj_b = group_size, dim, proj_b is not None
+        lay = _GatedRMSNorm._kernel_layout(y, z, weight, dim, proj_w)
+        ctx.kernel = lay is not None
+        if ctx.kernel:  # medvid's CPU kernel: one pass, silu(z) once per token for all summed scans
+            out, r = cpu_ops().norm_forward(*lay, weight, group_size, eps)
+            out = out.view(y.shape) if dim is None else out
+            ctx.save_for_backward(y, z, weight, r, proj_w)
+            return out if proj_w is None else F.linear(out, proj_w, proj_b)
         v = (y * F.silu(z)).unflatten(-1, (-1, group_size))  # (..., groups, group_size)
         # one reading pass (pow + mean would write v**2 first)
         r = torch.linalg.vector_norm(v, dim=-1, keepdim=True).square_().div_(group_size).add_(eps).rsqrt_()
         n = v.mul_(r).flatten(-2)
         out = (n.sum(dim) if dim is not None else n).mul_(weight)
         ctx.save_for_backward(y, z, weight, r, proj_w)
-        ctx.group_size, ctx.dim, ctx.has_proj_b = group_size, dim, proj_b is not None
         return out if proj_w is None else F.linear(out, proj_w, proj_b)
 
     @staticmethod
     def backward(ctx, g):
         y, z, weight, r, proj_w = ctx.saved_tensors
+        if ctx.kernel:
+            return _GatedRMSNorm._kernel_backward(ctx, g, y, z, weight, r, proj_w)
         gs, dim = ctx.group_size, ctx.dim
         sz = F.silu(z)
         n = (y * sz).unflatten(-1, (-1, gs)).mul_(r)  # the normed value, recomputed
@@ -568,6 +598,25 @@ class _GatedRMSNorm(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gz = torch.ops.aten.silu_backward((gv * y).sum_to_size(z.shape), z)
         return gy, gz, gw, None, None, None, gpw, gpb
+
+    @staticmethod
+    def _kernel_backward(ctx, g, y, z, weight, r, proj_w):
+        y5, z3 = _GatedRMSNorm._kernel_layout(y, z, weight, ctx.dim, proj_w)
+        gpw = gpb = None
+        want_pw = proj_w is not None and ctx.needs_input_grad[6]
+        gout = g
+        if proj_w is not None:
+            gout = g.to(y.dtype)  # the gradient at the projection's output
+            if ctx.has_proj_b and ctx.needs_input_grad[7]:
+                gpb = gout.flatten(0, -2).sum(0)
+            g = gout @ proj_w
+        b, gg, _, n, d = y5.shape
+        gy, gz, gw, normed = cpu_ops().norm_backward(g.reshape(b, gg, n, d), y5, z3, weight, r, ctx.group_size,
+                                                          want_pw)
+        if want_pw:  # the projection's input, recomputed by the kernel
+            gpw = gout.reshape(-1, gout.shape[-1]).transpose(0, 1) @ normed.view(-1, d)
+        return (gy.view(y.shape), gz.view(z.shape), gw if ctx.needs_input_grad[2] else None, None, None, None,
+                gpw, gpb)
 
 
 def gated_rmsnorm(y, z, weight, group_size, eps, dim=None, proj_w=None, proj_b=None):

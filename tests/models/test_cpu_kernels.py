@@ -1,4 +1,4 @@
-"""medvid's CPU kernels (models/csrc/causal_conv_silu.cpp) against torch's conv1d and SiLU."""
+"""medvid's CPU kernels (models/csrc/mamba_cpu.cpp) against torch's conv1d and SiLU."""
 
 import os
 import subprocess
@@ -15,7 +15,7 @@ import medvid.models.kernels as kernels
 def ops():
     if os.environ.get("MEDVID_CPU_KERNELS") == "0":
         pytest.skip("MEDVID_CPU_KERNELS=0")
-    ops = kernels.cpu_conv_ops()
+    ops = kernels.cpu_ops()
     # On a machine like CI's (g++ and ninja present) the kernels must build: a silent fallback to the
     # eager path would hide a broken build behind slower training.
     assert ops is not None, "medvid's CPU kernels did not build (see the log for the compiler's error)"
@@ -102,7 +102,7 @@ def test_bad_inputs_are_refused_with_a_message(ops):
 
 
 def test_switched_off_by_the_environment():
-    code = "import medvid.models.kernels as k; print(k.cpu_conv_ops() is None)"
+    code = "import medvid.models.kernels as k; print(k.cpu_ops() is None)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=os.environ | {"MEDVID_CPU_KERNELS": "0"})
     assert out.stdout.strip() == "True"
@@ -115,7 +115,8 @@ def test_the_mixer_uses_the_kernels_on_cpu_float32_and_float64_only(ops, monkeyp
     real = ops.forward
     monkeypatch.setattr(kernels, "_CPU", type("Spy", (), {
         "forward": staticmethod(lambda *a: calls.append(a[0].dtype) or real(*a)),
-        "backward": staticmethod(ops.backward), "fold_rows": staticmethod(ops.fold_rows)}))
+        **{name: staticmethod(getattr(ops, name)) for name in ("backward", "fold_rows", "norm_forward",
+                                                                 "norm_backward")}}))
     m = Mamba2(d_model=16, d_state=8, headdim=4)
     u = torch.randn(2, 6, 16)
     m(u).sum().backward()
@@ -125,3 +126,26 @@ def test_the_mixer_uses_the_kernels_on_cpu_float32_and_float64_only(ops, monkeyp
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 projections: the eager convolution
         m.float()(u)
     assert calls == []
+
+
+def test_gated_norm_kernel_in_float32_matches_float64_formula(ops):
+    # MedSora's layout: four scans as (B, G=2 groupings, K=2 directions, N, D), the gate a strided view of
+    # the projection shared by all four; groups of 16 channels.
+    gen = torch.Generator().manual_seed(9)
+    y = torch.randn(2, 2, 2, 7, 32, generator=gen)
+    zsrc = torch.randn(2, 7, 40, generator=gen)
+    z = zsrc[..., 3:35]
+    w = torch.randn(32, generator=gen)
+    go = torch.randn(2, 2, 7, 32, generator=gen)
+    out, r = ops.norm_forward(y, z, w, 16, 1e-5)
+    gy, gz, gw, normed = ops.norm_backward(go, y, z, w, r, 16, True)
+
+    yd, zd, wd = (t.double().requires_grad_() for t in (y, z, w))
+    v = (yd * F.silu(zd[:, None, None])).unflatten(-1, (-1, 16))
+    ref = ((v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5)).flatten(-2).sum(2)) * wd
+    grads = torch.autograd.grad(ref, (yd, zd, wd), go.double())
+    for a, b in [(out, ref), (normed, ref), (gy, grads[0]), (gz, grads[1]), (gw, grads[2])]:
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b.detach(), atol=2e-6 * b.abs().max().item(), rtol=2e-6)
+    with pytest.raises(RuntimeError, match="group size must divide D"):
+        ops.norm_forward(y, z, w, 5, 1e-5)

@@ -197,14 +197,17 @@ def test_conv_silu_of_gathered_rows_equals_torch_with_gradients(batch, fold, con
     assert torch.allclose(plain, ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("group_size,dim,proj", [(8, None, None), (4, 2, None), (8, None, "bias"), (4, 2, "no bias")])
-def test_gated_rmsnorm_forward_and_backward_equal_autograd_of_the_formula(group_size, dim, proj):
-    # With a projection (the mixer's out_proj folded in), its input is recomputed in the backward.
+@pytest.mark.parametrize("group_size,dim,proj,z_shape", [
+    (8, None, None, (2, 1, 1, 5, 8)), (4, 2, None, (2, 1, 1, 5, 8)), (8, None, "bias", (2, 2, 2, 5, 8)),
+    (4, 2, "no bias", (2, 1, 1, 5, 8)), (4, None, "no bias", (2, 2, 2, 5, 8))])
+def test_gated_rmsnorm_forward_and_backward_equal_autograd_of_the_formula(group_size, dim, proj, z_shape, conv_path):
+    # With a projection (the mixer's out_proj folded in), its input is recomputed in the backward. A gate
+    # of y's shape (the mixer) or broadcast over the summed scans (MedSora) takes the CPU kernel.
     from medvid.models.mamba2 import gated_rmsnorm
 
     gen = torch.Generator().manual_seed(4)
     y = torch.randn(2, 2, 2, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    z = torch.randn(2, 1, 1, 5, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(z_shape, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(8, generator=gen, dtype=torch.float64, requires_grad=True)
     pw = torch.randn(3, 8, generator=gen, dtype=torch.float64, requires_grad=True) if proj else None
     pb = torch.randn(3, generator=gen, dtype=torch.float64, requires_grad=True) if proj == "bias" else None

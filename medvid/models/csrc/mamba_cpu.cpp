@@ -1,4 +1,6 @@
-// Depthwise causal convolution + SiLU over gathered rows, forward and backward, for the CPU.
+// medvid's CPU kernels for the Mamba-2 mixer as MedSora uses it, forward and backward:
+//   1. depthwise causal convolution + SiLU over gathered rows;
+//   2. gated RMSNorm summed over scans (below).
 //
 // MedSora's Mamba scans read the rows of the input projection in four spiral orders. In eager PyTorch
 // the gather, the k taps of the convolution, the bias and the SiLU are each a pass over a
@@ -245,7 +247,153 @@ torch::Tensor fold_rows(torch::Tensor g, torch::Tensor back, int64_t fold) {
   return out;
 }
 
+// ---- Gated RMSNorm summed over scans: out[b, g, n] = weight * sum_k rmsnorm(y[b, g, k, n] * silu(z[b, n])) ----
+// (mamba_ssm's norm_before_gate=False, per group of `gs` channels). MedSora's spatial branch sums the two
+// directions (k) of each grouping (g); in eager PyTorch the gate, the norm, the scale and the sum are each a
+// pass over y and the backward about ten. Here one pass each way, silu(z) computed once per token for all
+// g and k. y: (B, G, K, N, D) contiguous; z: (B, N, D) with strides (zb, zn, 1).
+
+namespace {
+
+template <typename T>
+void norm_forward_impl(const T* y, const T* z, int64_t zb, int64_t zn, const T* weight, int64_t B, int64_t G,
+                       int64_t K, int64_t N, int64_t D, int64_t gs, double eps, T* out, T* rstd) {
+  const int64_t ng = D / gs;
+  at::parallel_for(0, B * N, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<T> sz(D), v(D);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / N, n = i % N;
+      const T* zr = z + b * zb + n * zn;
+      for (int64_t c = 0; c < D; ++c) sz[c] = silu_of(zr[c]);
+      for (int64_t g = 0; g < G; ++g) {
+        T* o = out + ((b * G + g) * N + n) * D;
+        for (int64_t c = 0; c < D; ++c) o[c] = T(0);
+        for (int64_t k = 0; k < K; ++k) {
+          const T* yr = y + (((b * G + g) * K + k) * N + n) * D;
+          T* rs = rstd + (((b * G + g) * K + k) * N + n) * ng;
+          for (int64_t c = 0; c < D; ++c) v[c] = yr[c] * sz[c];
+          for (int64_t q = 0; q < ng; ++q) {
+            double ss = 0;
+            for (int64_t c = q * gs; c < (q + 1) * gs; ++c) ss += double(v[c]) * double(v[c]);
+            const T r = T(1.0 / std::sqrt(ss / double(gs) + eps));
+            rs[q] = r;
+            for (int64_t c = q * gs; c < (q + 1) * gs; ++c) o[c] += v[c] * r;
+          }
+        }
+        for (int64_t c = 0; c < D; ++c) o[c] *= weight[c];
+      }
+    }
+  });
+}
+
+template <typename T>
+void norm_backward_impl(const T* go, const T* y, const T* z, int64_t zb, int64_t zn, const T* weight,
+                        const T* rstd, int64_t B, int64_t G, int64_t K, int64_t N, int64_t D, int64_t gs, T* gy,
+                        T* gz, T* normed, double* partial, int64_t nparts) {
+  const int64_t ng = D / gs;
+  at::parallel_for(0, B * N, 1, [&](int64_t i0, int64_t i1) {
+    double* gw = partial + (at::get_thread_num() % nparts) * D;
+    std::vector<T> sz(D), dsz(D), gn(D), nk(D), gza(D);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / N, n = i % N;
+      const T* zr = z + b * zb + n * zn;
+      for (int64_t c = 0; c < D; ++c) {
+        const T sg = T(1) / (T(1) + vexp(-zr[c]));
+        sz[c] = zr[c] * sg;
+        dsz[c] = sg * (T(1) + zr[c] * (T(1) - sg));
+        gza[c] = T(0);
+      }
+      for (int64_t g = 0; g < G; ++g) {
+        const T* gor = go + ((b * G + g) * N + n) * D;
+        T* nr = normed ? normed + ((b * G + g) * N + n) * D : nullptr;
+        for (int64_t c = 0; c < D; ++c) gn[c] = gor[c] * weight[c];
+        if (nr) for (int64_t c = 0; c < D; ++c) nr[c] = T(0);
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t row = ((b * G + g) * K + k) * N + n;
+          const T* yr = y + row * D;
+          const T* rs = rstd + row * ng;
+          T* gyr = gy + row * D;
+          for (int64_t q = 0; q < ng; ++q) {
+            const T r = rs[q];
+            double dot = 0;
+            for (int64_t c = q * gs; c < (q + 1) * gs; ++c) {
+              nk[c] = yr[c] * sz[c] * r;
+              dot += double(gn[c]) * double(nk[c]);
+            }
+            const T m = T(dot / double(gs));
+            for (int64_t c = q * gs; c < (q + 1) * gs; ++c) {
+              const T gv = r * (gn[c] - nk[c] * m);
+              gyr[c] = gv * sz[c];
+              gza[c] += gv * yr[c];
+            }
+          }
+          for (int64_t c = 0; c < D; ++c) gw[c] += double(gor[c]) * double(nk[c]);
+          if (nr) for (int64_t c = 0; c < D; ++c) nr[c] += nk[c];
+        }
+        if (nr) for (int64_t c = 0; c < D; ++c) nr[c] *= weight[c];
+      }
+      T* gzr = gz + i * D;
+      for (int64_t c = 0; c < D; ++c) gzr[c] = gza[c] * dsz[c];
+    }
+  });
+}
+
+void norm_check(const torch::Tensor& y, const torch::Tensor& z, const torch::Tensor& w, int64_t gs) {
+  TORCH_CHECK(y.device().is_cpu() && y.dim() == 5 && y.is_contiguous(), "y: contiguous CPU (B, G, K, N, D)");
+  TORCH_CHECK(z.dim() == 3 && z.size(0) == y.size(0) && z.size(1) == y.size(3) && z.size(2) == y.size(4) &&
+                  z.stride(2) == 1 && z.scalar_type() == y.scalar_type(),
+              "z: (B, N, D) of y's dtype with unit channel stride");
+  TORCH_CHECK(w.dim() == 1 && w.size(0) == y.size(4) && w.scalar_type() == y.scalar_type(), "weight: (D,) of y's dtype");
+  TORCH_CHECK(gs > 0 && y.size(4) % gs == 0, "group size must divide D");
+}
+
+}  // namespace
+
+// (out (B, G, N, D), rstd (B, G, K, N, D / gs))
+std::vector<torch::Tensor> norm_forward(torch::Tensor y, torch::Tensor z, torch::Tensor weight, int64_t gs,
+                                        double eps) {
+  norm_check(y, z, weight, gs);
+  const int64_t B = y.size(0), G = y.size(1), K = y.size(2), N = y.size(3), D = y.size(4);
+  auto out = torch::empty({B, G, N, D}, y.options());
+  auto rstd = torch::empty({B, G, K, N, D / gs}, y.options());
+  auto w = weight.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "gated_norm_forward", [&] {
+    norm_forward_impl<scalar_t>(y.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), z.stride(0), z.stride(1),
+                                w.data_ptr<scalar_t>(), B, G, K, N, D, gs, eps, out.data_ptr<scalar_t>(),
+                                rstd.data_ptr<scalar_t>());
+  });
+  return {out, rstd};
+}
+
+// Given go, the gradient at out: (gy (B, G, K, N, D), gz (B, N, D), gweight (D,), and when `want_normed`
+// out recomputed (B, G, N, D), else an empty tensor).
+std::vector<torch::Tensor> norm_backward(torch::Tensor go, torch::Tensor y, torch::Tensor z, torch::Tensor weight,
+                                         torch::Tensor rstd, int64_t gs, bool want_normed) {
+  norm_check(y, z, weight, gs);
+  go = go.contiguous();
+  rstd = rstd.contiguous();
+  const int64_t B = y.size(0), G = y.size(1), K = y.size(2), N = y.size(3), D = y.size(4);
+  TORCH_CHECK(go.scalar_type() == y.scalar_type() && go.numel() == B * G * N * D, "go: (B, G, N, D) of y's dtype");
+  TORCH_CHECK(rstd.numel() == B * G * K * N * (D / gs), "rstd: (B, G, K, N, D / gs)");
+  auto gy = torch::empty_like(y);
+  auto gz = torch::empty({B, N, D}, y.options());
+  auto normed = want_normed ? torch::empty({B, G, N, D}, y.options()) : torch::Tensor();
+  const int64_t nparts = at::get_num_threads();
+  auto partial = torch::zeros({nparts, D}, y.options().dtype(torch::kDouble));
+  auto w = weight.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "gated_norm_backward", [&] {
+    norm_backward_impl<scalar_t>(go.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                                 z.stride(0), z.stride(1), w.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), B, G,
+                                 K, N, D, gs, gy.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+                                 want_normed ? normed.data_ptr<scalar_t>() : nullptr, partial.data_ptr<double>(),
+                                 nparts);
+  });
+  return {gy, gz, partial.sum(0).to(y.scalar_type()), want_normed ? normed : torch::empty({0}, y.options())};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("norm_forward", &norm_forward, "gated RMSNorm summed over scans");
+  m.def("norm_backward", &norm_backward, "its backward");
   m.def("forward", &forward, "silu(causal depthwise conv of gathered rows)");
   m.def("backward", &backward, "its backward: input, weight and bias gradients");
   m.def("fold_rows", &fold_rows, "sum of the fold copies of a gathered gradient, by the inverse permutation");
