@@ -213,14 +213,14 @@ def mixer_bench(lengths, reps, threads) -> list[dict]:
             u = torch.randn(1, L, 512)
             y = m(u)
             row = dict(length=L, mixer_ours_s=timed(lambda: m(u), reps))
-            # the same mixer with the recurrence as its scan (CPU_BLOCK 0: no one-chunk shortcut either)
-            mm.ssd_chunk_scan, block = sequential, mm.CPU_BLOCK
-            mm.CPU_BLOCK = 0
+            # the same mixer with the recurrence as its scan (ONE_CHUNK_MAX 0: no one-chunk shortcut either)
+            mm.ssd_chunk_scan, block = sequential, mm.ONE_CHUNK_MAX
+            mm.ONE_CHUNK_MAX = 0
             try:
                 row["mixer_recurrence_s"] = timed(lambda: m(u), max(1, reps // 2))
                 row["mixer_recurrence_maxdiff"] = (m(u) - y).abs().max().item()
             finally:
-                mm.ssd_chunk_scan, mm.CPU_BLOCK = chunked, block
+                mm.ssd_chunk_scan, mm.ONE_CHUNK_MAX = chunked, block
             # the scan alone, on the mixer's own inputs
             g = torch.Generator().manual_seed(L)
             x = torch.randn(1, L, 16, 64, generator=g)

@@ -8,6 +8,14 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_sessionstart(session):
+    """Build (or load) medvid's CPU kernels once, up front: on a fresh machine the build takes about a
+    minute, which must not land inside a test that waits on a server or a subprocess with a timeout."""
+    import medvid.models.kernels as kernels
+
+    kernels.cpu_ops()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -20,10 +20,14 @@ from torch import nn
 from .kernels import cpu_ops, fused_ops
 
 
-# Block length of the PyTorch scan. The block decomposition is exact for any block length, so this is
-# a speed choice only (results agree to rounding): on the CPU, blocks of 128 beat the fused kernels'
-# 256 (less quadratic intra-block work) for long sequences, measured in benchmarks/backbone.py.
-CPU_BLOCK = 128
+# Block length of the PyTorch chunked scan. The block decomposition is exact for any block length, so
+# this is a speed choice only (results agree to rounding): on the CPU, blocks of 128 beat the fused
+# kernels' 256 (less quadratic intra-block work), and 64 beat 128 by 6% at L 256 and 10% at 4096 in
+# the mixer's forward (interleaved, benchmarks/backbone.py's mixer) with every head's decay factored.
+CPU_BLOCK = 64
+# Sequences up to this long (and a chunk_size at least as long) are scanned as one block with no state
+# passing (``_OneChunkScan``): every MedSora scan at 32x256 (128 long).
+ONE_CHUNK_MAX = 128
 
 
 def ssd_scan_ref(x, dt, A, B, C, D=None, initial_states=None, return_final_states=False):
@@ -752,7 +756,7 @@ class Mamba2(nn.Module):
         A = -torch.exp(self.A_log if self.A_log.dtype == torch.float64 else self.A_log.float())  # fp16-safe
         D = self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
         length = rows[3] if rows is not None else xBC.shape[1]
-        if ops is None and 1 < length <= min(self.chunk_size, CPU_BLOCK) and initial_states is None \
+        if ops is None and 1 < length <= min(self.chunk_size, ONE_CHUNK_MAX) and initial_states is None \
                 and not return_final_states:
             # One chunk, no states (every MedSora scan at the benchmark's sizes): convolution, SiLU and scan
             # in one function that keeps only its inputs (``_OneChunkScan``).
