@@ -4,8 +4,8 @@
   they import.
 * CPU: medvid's own kernels (``csrc/mamba_cpu.cpp``): convolution + SiLU over gathered rows, and the
   gated RMSNorm summed over scans; built on first use by torch's C++ extension loader (once per
-  machine, under ``TORCH_EXTENSIONS_DIR``, about a minute on two cores) and used for float32/float64. ``MEDVID_CPU_KERNELS=0`` switches it off;
-  without a C++ compiler it is skipped with one log line.
+  machine, under ``TORCH_EXTENSIONS_DIR``, about a minute on two cores) and used for float32/float64.
+  ``MEDVID_CPU_KERNELS=0`` switches them off; without a C++ compiler they are skipped with one log line.
 
 Everything else runs the pure-PyTorch path in ``mamba2.py``, which is always present and always tested.
 The choices are logged once per process.

@@ -181,12 +181,6 @@ class _OneChunkScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def _conv(x, w, bias, rows, dtype):
-        """The gathered sequences and their convolution's output in the scan's dtype (eager PyTorch)."""
-        xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
-        return xs, _conv_forward(xs, w, bias).to(dtype)
-
-    @staticmethod
     def _views(s, dt, A, g, h, n):
         b, l, _ = s.shape
         r = h // g
@@ -200,11 +194,7 @@ class _OneChunkScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bias, rows, dt, A, D, g, n):
         b, l, h = dt.shape
-        ops = _cpu_conv(x, w, dt.dtype)
-        if ops is not None:
-            s = _kernel_conv_silu(ops, x, w, bias, rows)
-        else:
-            s = F.silu(_OneChunkScan._conv(x, w, bias, rows, dt.dtype)[1])
+        s = _conv_silu(x, w, bias, rows, dt.dtype)[0]
         xv, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
         y, full = _diagonal_forward(Cg, Bg, cs, X, dtg)  # (b, g, l, r, p)
         y = y.transpose(1, 2).reshape(b, l, h, -1)
@@ -220,12 +210,7 @@ class _OneChunkScan(torch.autograd.Function):
         b, l, h = dt.shape
         r = h // g
         gy = gy.to(dt.dtype).contiguous()  # under autocast the forward's output was lower precision
-        ops = _cpu_conv(x, w, dt.dtype)
-        if ops is not None:  # recomputed
-            s = _kernel_conv_silu(ops, x, w, bias, rows)
-        else:
-            xs, c = _OneChunkScan._conv(x, w, bias, rows, dt.dtype)
-            s = F.silu(c)
+        s, c, xs = _conv_silu(x, w, bias, rows, dt.dtype)  # recomputed
         xv, X, Bg, Cg, dtg, cs = _OneChunkScan._views(s, dt, A, g, h, n)
         p = X.shape[-1]
         Dv = D[:, None] if D.dim() == 1 else D
@@ -242,12 +227,7 @@ class _OneChunkScan(torch.autograd.Function):
         gs[..., :d_ssm].view(b, l, g, r, p).copy_(gX.transpose(1, 2)).view(b, l, h, p).addcmul_(gy, Dv)
         gs[..., d_ssm:d_ssm + g * n].view(b, l, g, n).copy_(gB.transpose(1, 2))
         gs[..., d_ssm + g * n:].view(b, l, g, n).copy_(gC.transpose(1, 2))
-        if ops is not None:
-            gx, gw, gb = _kernel_conv_silu_backward(ops, gs, x, w, bias, rows)
-        else:
-            gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(gs, c), xs, w, bias is not None)
-            if rows is not None:
-                gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
+        gx, gw, gb = _conv_silu_backward(gs, x, w, bias, rows, c, xs)
         return gx, gw, gb, None, g_dt, gA, gD, None, None
 
 
@@ -389,14 +369,22 @@ def conv1d_input(xBC: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _flat_index(index: torch.Tensor, b: int, m: int) -> torch.Tensor:
+    """``index`` (rows of one (M, E) matrix) repeated for each of b stacked matrices, as rows of (b*M, E)."""
+    return index if b == 1 else (index + torch.arange(0, b * m, m, device=index.device)[:, None]).reshape(-1)
+
+
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x.index_select(1, index) for x (B, M, E), as one gather of rows of the (B*M, E) matrix (a gather
     along dim 0 is several times faster on the CPU than along dim 1, even for B = 1)."""
     b, m, e = x.shape
-    flat = x.reshape(b * m, e)
-    if b > 1:
-        index = (index + torch.arange(0, b * m, m, device=index.device)[:, None]).reshape(-1)
-    return flat.index_select(0, index).view(b, -1, e)
+    return x.reshape(b * m, e).index_select(0, _flat_index(index, b, m)).view(b, -1, e)
+
+
+def _sequences(x: torch.Tensor, rows) -> torch.Tensor:
+    """The sequences a convolution reads: x itself, or with ``rows`` = (index, back, fold, length) x's rows
+    gathered by index as (sequences, length, E)."""
+    return x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
 
 
 def gather_rows_back(g: torch.Tensor, back: torch.Tensor, fold: int) -> torch.Tensor:
@@ -425,25 +413,48 @@ def _kernel_rows(x, rows):
         xf = xf.contiguous()
     if rows is None:
         return xf, None, x.shape[0], x.shape[1]
-    index, length = rows[0], rows[3]
-    if x.shape[0] > 1:
-        index = (index + torch.arange(0, xf.shape[0], x.shape[1], device=index.device)[:, None]).reshape(-1)
-    return xf, index.contiguous(), index.numel() // length, length
+    index, length = _flat_index(rows[0], x.shape[0], x.shape[1]).contiguous(), rows[3]
+    return xf, index, index.numel() // length, length
 
 
-def _kernel_conv_silu(ops, x, w, bias, rows, activation=True):
-    """silu(conv) (or the conv alone) of x's sequences by the CPU kernel: (sequences, length, C)."""
+def _kernel_conv_silu(ops, x, w, bias, rows):
+    """silu(conv) of x's sequences by the CPU kernel: (sequences, length, C)."""
     xf, index, nseq, length = _kernel_rows(x, rows)
-    return ops.forward(xf, index, nseq, length, w, bias, activation).view(nseq, length, x.shape[-1])
+    return ops.forward(xf, index, nseq, length, w, bias, True).view(nseq, length, x.shape[-1])
 
 
-def _kernel_conv_silu_backward(ops, g, x, w, bias, rows, activation=True):
+def _kernel_conv_silu_backward(ops, g, x, w, bias, rows):
     """The gradients of x (its own shape: the gathered copies summed back), w and bias from g, the
     gradient at ``_kernel_conv_silu``'s output; the convolution is recomputed, nothing was kept."""
     xf, index, nseq, length = _kernel_rows(x, rows)
-    gx, gw, gb = ops.backward(g.reshape(-1, x.shape[-1]), xf, index, nseq, length, w, bias, activation)
+    gx, gw, gb = ops.backward(g.reshape(-1, x.shape[-1]), xf, index, nseq, length, w, bias, True)
     gx = gx.view(x.shape) if rows is None else ops.fold_rows(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
     return gx, gw, gb if bias is not None else None
+
+
+def _conv_silu(x, w, bias, rows, dtype=None):
+    """silu(conv) of x's sequences (see ``_sequences``) in ``dtype`` (None: the convolution's own), the
+    convolution's output c and the sequences xs that the eager backward needs (both None when medvid's
+    CPU kernel ran: its backward recomputes them)."""
+    ops = _cpu_conv(x, w, dtype)
+    if ops is not None:
+        return _kernel_conv_silu(ops, x, w, bias, rows), None, None
+    xs = _sequences(x, rows)
+    c = _conv_forward(xs, w, bias)
+    c = c if dtype is None else c.to(dtype)
+    return F.silu(c), c, xs
+
+
+def _conv_silu_backward(g, x, w, bias, rows, c, xs=None):
+    """The gradients of x (its own shape), w and bias from g, the gradient at ``_conv_silu``'s output; c
+    and xs are what ``_conv_silu`` returned with it (c None: the CPU kernel; xs None: gathered again)."""
+    if c is None:
+        return _kernel_conv_silu_backward(cpu_ops(), g, x, w, bias, rows)
+    xs = _sequences(x, rows) if xs is None else xs
+    gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(g, c), xs, w, bias is not None)
+    if rows is not None:
+        gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
+    return gx, gw, gb
 
 
 def _conv_forward(x, w, bias):
@@ -487,31 +498,15 @@ class _CausalConvSiLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, bias, rows):
-        ctx.has_bias, ctx.rows = bias is not None, rows
-        ops = _cpu_conv(x, w)
-        if ops is not None:  # one pass; the backward recomputes the convolution (nothing kept)
-            ctx.save_for_backward(x, w, bias)
-            ctx.kernel = True
-            return _kernel_conv_silu(ops, x, w, bias, rows)
-        xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
-        out = _conv_forward(xs, w, bias)
-        ctx.save_for_backward(x, w, out)
-        ctx.kernel = False
-        return F.silu(out)
+        s, c, _ = _conv_silu(x, w, bias, rows)
+        ctx.save_for_backward(x, w, bias, c)  # not the gathered copy: gathered again; c None with the kernel
+        ctx.rows = rows
+        return s
 
     @staticmethod
     def backward(ctx, g):
-        rows = ctx.rows
-        if ctx.kernel:
-            x, w, bias = ctx.saved_tensors
-            gx, gw, gb = _kernel_conv_silu_backward(cpu_ops(), g, x, w, bias, rows)
-            return gx, gw, gb, None
-        x, w, out = ctx.saved_tensors
-        xs = x if rows is None else gather_rows(x, rows[0]).view(-1, rows[3], x.shape[-1])
-        gx, gw, gb = _conv_backward(torch.ops.aten.silu_backward(g, out), xs, w, ctx.has_bias)
-        if rows is not None:
-            gx = gather_rows_back(gx.view(x.shape[0], -1, x.shape[-1]), rows[1], rows[2])
-        return gx, gw, gb, None
+        x, w, bias, c = ctx.saved_tensors
+        return *_conv_silu_backward(g, x, w, bias, ctx.rows, c), None
 
 
 def causal_conv1d_silu(x, w, bias, rows=None):
@@ -767,9 +762,8 @@ class Mamba2(nn.Module):
                                     self.d_state)
             return y.reshape(dt.shape[0], length, self.d_ssm).to(odt)
         if ops is not None and ops.conv1d is not None:
-            if rows is not None:
-                xBC = gather_rows(xBC, rows[0]).view(-1, rows[3], xBC.shape[-1])
-            xBC = ops.conv1d(conv1d_input(xBC), w, self.conv1d.bias, activation="silu").transpose(1, 2)
+            xBC = ops.conv1d(conv1d_input(_sequences(xBC, rows)), w, self.conv1d.bias, activation="silu")
+            xBC = xBC.transpose(1, 2)
         else:
             xBC = causal_conv1d_silu(xBC, w, self.conv1d.bias, rows)
         b, l, _ = xBC.shape
